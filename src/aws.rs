@@ -1,0 +1,51 @@
+//! AWS SDK set-up shared by both functions: one HTTPS client (rustls + ring), one `SdkConfig`
+//! loaded once per cold start, and bounded timeouts so a slow dependency turns into a clean 503
+//! or a retried record before Lambda's own deadline kills the invocation.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+
+use crate::config::ConfigError;
+use crate::secrets::SecretSet;
+
+/// Per-attempt and whole-operation limits. Three attempts of at most 2 s fit in the receiver's
+/// short timeout with room to roll a claim back.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(5))
+        .build()
+}
+
+/// Loads the SDK configuration from the standard chain (`AWS_REGION`, credentials,
+/// `AWS_ENDPOINT_URL[_SERVICE]`).
+pub async fn load_sdk_config() -> SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .timeout_config(timeouts())
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .load()
+        .await
+}
+
+/// Reads the comma list of secrets from an SSM SecureString parameter (once, at cold start).
+pub async fn load_secret_parameter(sdk: &SdkConfig, name: &str) -> Result<SecretSet, ConfigError> {
+    let fail = |cause: String| ConfigError::SecretParameter { name: name.to_owned(), cause };
+    let out = aws_sdk_ssm::Client::new(sdk)
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| fail(aws_sdk_ssm::error::DisplayErrorContext(e).to_string()))?;
+    let value = out.parameter().and_then(|p| p.value()).ok_or_else(|| fail("parameter has no value".into()))?;
+    SecretSet::parse(value).map_err(|e| fail(e.to_string()))
+}

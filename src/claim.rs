@@ -1,0 +1,351 @@
+//! The claim protocol: at most one attempt at a time works on an idempotency key, and a key
+//! whose work completed is remembered for the TTL.
+//!
+//! ```text
+//! claim     PutItem  {status: IN_PROGRESS, token, lease_expires_at = invocation deadline}
+//!           if  absent  OR  expired (TTL passed, not yet swept)  OR  (IN_PROGRESS AND lease passed)
+//!           on condition failure ALL_OLD tells COMPLETED (duplicate) from IN_PROGRESS (in flight)
+//!           without a second read
+//! complete  UpdateItem status = COMPLETED, expires_at = now + TTL     if token = ours
+//! release   DeleteItem                                             if token = ours
+//! ```
+//! A crashed attempt leaves an IN_PROGRESS record whose lease ends at its invocation's deadline:
+//! after that, a retry takes the claim over.
+//!
+//! The receiver claims "accepted into the queue"; the processor claims "handlers ran". Both use
+//! this module on the same table, in separate key spaces ([`ClaimScope`]).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+
+use crate::config::TableName;
+use crate::event::IdempotencyKey;
+
+const STATUS_IN_PROGRESS: &str = "IN_PROGRESS";
+const STATUS_COMPLETED: &str = "COMPLETED";
+
+/// Which step of the pipeline a claim is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimScope {
+    /// "This event was accepted into the queue." The partition key is the idempotency key itself.
+    Receiver,
+    /// "This event's handlers ran." Partition key `processed#<key>`.
+    Processor,
+}
+
+impl ClaimScope {
+    pub fn partition_key(self, key: &IdempotencyKey) -> String {
+        match self {
+            Self::Receiver => key.as_str().to_owned(),
+            Self::Processor => format!("processed#{key}"),
+        }
+    }
+}
+
+/// A claim held by this attempt. Deliberately not `Clone`: exactly one owner completes or
+/// releases it.
+#[derive(Debug)]
+#[must_use = "a claim must be completed or released"]
+pub struct Claim {
+    pk: String,
+    token: String,
+}
+
+impl Claim {
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    /// This attempt owns the key until its lease ends.
+    Claimed(Claim),
+    /// The work for this key is done. `same_payload` is false when the earlier delivery had
+    /// different bytes under the same key (worth a warning, not a second enqueue).
+    Completed { same_payload: bool },
+    /// Another attempt holds a live lease on the key.
+    InFlight,
+}
+
+/// A failure talking to DynamoDB. Always worth retrying: the claim state is unchanged or
+/// guarded by a lease.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB {operation} failed: {detail}")]
+    Dynamo {
+        operation: &'static str,
+        detail: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `complete` found the record no longer ours (our lease ran out and another attempt took
+    /// over, or the record was removed).
+    #[error("the claim on {pk} is no longer held by this attempt")]
+    ClaimLost { pk: String },
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        true
+    }
+
+    fn dynamo<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        Self::Dynamo { operation, detail: DisplayErrorContext(&err).to_string(), source: Box::new(err) }
+    }
+}
+
+/// The DynamoDB-backed idempotency store for one scope.
+#[derive(Debug, Clone)]
+pub struct IdempotencyStore {
+    client: Client,
+    table: TableName,
+    ttl: Duration,
+    scope: ClaimScope,
+}
+
+fn epoch_millis(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+impl IdempotencyStore {
+    pub fn new(client: Client, table: TableName, ttl: Duration, scope: ClaimScope) -> Self {
+        Self { client, table, ttl, scope }
+    }
+
+    pub fn scope(&self) -> ClaimScope {
+        self.scope
+    }
+
+    /// Tries to claim `key` until `lease_until` (the invocation's deadline).
+    /// `payload_sha256` fingerprints the payload, to notice a key reused for different bytes.
+    pub async fn claim(
+        &self,
+        key: &IdempotencyKey,
+        payload_sha256: &str,
+        lease_until: SystemTime,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let pk = self.scope.partition_key(key);
+        let token = uuid::Uuid::new_v4().to_string();
+        let now = SystemTime::now();
+        let now_ms = epoch_millis(now);
+        let now_s = now_ms / 1000;
+        let result = self
+            .client
+            .put_item()
+            .table_name(self.table.as_str())
+            .item("pk", s(&pk))
+            .item("status", s(STATUS_IN_PROGRESS))
+            .item("token", s(&token))
+            .item("lease_expires_at", n(epoch_millis(lease_until)))
+            // An abandoned claim is swept by TTL like a completed one.
+            .item("expires_at", n(now_s + u128::from(self.ttl.as_secs())))
+            .item("payload_sha256", s(payload_sha256))
+            .condition_expression(
+                "attribute_not_exists(#pk) OR #exp <= :now_s OR (#status = :in_progress AND #lease <= :now_ms)",
+            )
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#lease", "lease_expires_at")
+            .expression_attribute_values(":now_s", n(now_s))
+            .expression_attribute_values(":now_ms", n(now_ms))
+            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(ClaimOutcome::Claimed(Claim { pk, token })),
+            Err(err) => err,
+        };
+        let is_condition_failure =
+            err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception());
+        if !is_condition_failure {
+            return Err(StoreError::dynamo("PutItem", err));
+        }
+        let old = match err.into_service_error() {
+            aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(e) => e.item,
+            _ => None,
+        };
+        let old = match old {
+            Some(item) => Some(item),
+            // DynamoDB always returns ALL_OLD; an emulator that does not gets one consistent read.
+            None => self.read(&pk).await?,
+        };
+        Ok(classify(old.as_ref(), payload_sha256))
+    }
+
+    async fn read(&self, pk: &str) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.table.as_str())
+            .key("pk", s(pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Marks the claimed work done; the key is remembered for the TTL from now.
+    pub async fn complete(&self, claim: Claim) -> Result<(), StoreError> {
+        let expires = epoch_millis(SystemTime::now()) / 1000 + u128::from(self.ttl.as_secs());
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table.as_str())
+            .key("pk", s(&claim.pk))
+            .update_expression("SET #status = :completed, #exp = :exp REMOVE #lease")
+            .condition_expression("#token = :token")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_names("#lease", "lease_expires_at")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":completed", s(STATUS_COMPLETED))
+            .expression_attribute_values(":exp", n(expires))
+            .expression_attribute_values(":token", s(&claim.token))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::ClaimLost { pk: claim.pk })
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
+        }
+    }
+
+    /// Gives the key up so that the next delivery can claim it at once. A record that is no
+    /// longer ours is left alone.
+    pub async fn release(&self, claim: Claim) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(self.table.as_str())
+            .key("pk", s(&claim.pk))
+            .condition_expression("#token = :token")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":token", s(&claim.token))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(StoreError::dynamo("DeleteItem", e)),
+        }
+    }
+}
+
+/// What a failed claim ran into.
+fn classify(old: Option<&HashMap<String, AttributeValue>>, payload_sha256: &str) -> ClaimOutcome {
+    let attr = |name: &str| old.and_then(|item| item.get(name)).and_then(|v| v.as_s().ok());
+    match attr("status").map(String::as_str) {
+        Some(STATUS_COMPLETED) => ClaimOutcome::Completed {
+            same_payload: attr("payload_sha256").is_none_or(|h| h == payload_sha256),
+        },
+        // In progress, or gone between the write and the read: either way, come back later.
+        _ => ClaimOutcome::InFlight,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    fn store(client: Client) -> IdempotencyStore {
+        IdempotencyStore::new(client, TableName::parse("t-test").unwrap(), Duration::from_secs(60), ClaimScope::Receiver)
+    }
+
+    fn key() -> IdempotencyKey {
+        IdempotencyKey::parse("msg-1").unwrap()
+    }
+
+    fn failed_with(status: &'static str, hash: &'static str) -> PutItemError {
+        PutItemError::ConditionalCheckFailedException(
+            ConditionalCheckFailedException::builder()
+                .item("pk", s("msg-1"))
+                .item("status", s(status))
+                .item("payload_sha256", s(hash))
+                .build(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_late_duplicate_is_recognised_from_the_failed_write_alone() {
+        let put = mock!(Client::put_item).then_error(|| failed_with(STATUS_COMPLETED, "h1"));
+        let get = mock!(Client::get_item).then_output(|| aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&put, &get]);
+        let outcome = store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap();
+        assert!(matches!(outcome, ClaimOutcome::Completed { same_payload: true }));
+        assert_eq!(put.num_calls(), 1);
+        assert_eq!(get.num_calls(), 0, "ALL_OLD must make a second read unnecessary");
+    }
+
+    #[tokio::test]
+    async fn a_reused_key_with_other_bytes_is_flagged() {
+        let put = mock!(Client::put_item).then_error(|| failed_with(STATUS_COMPLETED, "h1"));
+        let client = mock_client!(aws_sdk_dynamodb, [&put]);
+        let outcome = store(client).claim(&key(), "h2", SystemTime::now()).await.unwrap();
+        assert!(matches!(outcome, ClaimOutcome::Completed { same_payload: false }));
+    }
+
+    #[tokio::test]
+    async fn a_live_claim_is_in_flight() {
+        let put = mock!(Client::put_item).then_error(|| failed_with(STATUS_IN_PROGRESS, "h1"));
+        let client = mock_client!(aws_sdk_dynamodb, [&put]);
+        let outcome = store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap();
+        assert!(matches!(outcome, ClaimOutcome::InFlight));
+    }
+
+    #[tokio::test]
+    async fn throttling_surfaces_as_a_retryable_store_error() {
+        let put = mock!(Client::put_item)
+            .sequence()
+            .http_status(400, Some(r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"slow down"}"#.into()))
+            .times(3)
+            .build();
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&put], |c| c
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3)));
+        let err = store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap_err();
+        assert!(err.is_retryable());
+        assert!(err.to_string().contains("PutItem"), "{err}");
+        assert_eq!(put.num_calls(), 3, "the SDK retries throttling within its budget");
+    }
+
+    #[tokio::test]
+    async fn complete_on_a_claim_taken_over_reports_it_lost() {
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+        let upd = mock!(Client::update_item).then_error(|| {
+            UpdateItemError::ConditionalCheckFailedException(ConditionalCheckFailedException::builder().build())
+        });
+        let client = mock_client!(aws_sdk_dynamodb, [&upd]);
+        let claim = Claim { pk: "msg-1".into(), token: "t".into() };
+        assert!(matches!(store(client).complete(claim).await, Err(StoreError::ClaimLost { .. })));
+    }
+
+    #[test]
+    fn scopes_use_separate_key_spaces() {
+        assert_eq!(ClaimScope::Receiver.partition_key(&key()), "msg-1");
+        assert_eq!(ClaimScope::Processor.partition_key(&key()), "processed#msg-1");
+    }
+}

@@ -1,0 +1,448 @@
+//! The Stigg event domain: idempotency keys, event types, and the payload as the receiver
+//! and the processor see it.
+//!
+//! Stigg payloads are flat JSON objects (`type`, `messageId`, `traceId`, ... plus the event's own
+//! fields at the top level). Everything here parses into types so the rest of the code never
+//! handles a bare string that might be invalid.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Longest key we accept. Stigg's ids are UUIDs; DynamoDB allows 2 KiB partition keys and SQS
+/// 256 KiB in attributes, but a key this long is a malformed delivery, not an event.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Longest event type we accept (Stigg's longest documented one is 43 bytes).
+pub const MAX_TYPE_BYTES: usize = 256;
+
+/// Why a payload was refused. Every variant is a client error: the same bytes will never be
+/// accepted, so the receiver answers 400.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("body is not a JSON object")]
+    NotAnObject,
+    #[error("`type` is missing or not a string")]
+    MissingType,
+    #[error("`type` is invalid: {0}")]
+    InvalidType(&'static str),
+    #[error("`{field}` is invalid: {reason}")]
+    InvalidKey { field: &'static str, reason: &'static str },
+    #[error("body contains characters that SQS cannot carry")]
+    UnsupportedCharacters,
+}
+
+/// Checks a string against what DynamoDB keys and SQS attribute values can carry and what a
+/// human can read in a log: non-empty, bounded, no control characters.
+fn check_token(s: &str, max: usize) -> Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("empty");
+    }
+    if s.len() > max {
+        return Err("too long");
+    }
+    if s.chars().any(|c| c.is_control() || !sqs_allows(c)) {
+        return Err("contains control or unsupported characters");
+    }
+    Ok(())
+}
+
+/// The characters SQS accepts in message bodies and attribute values (XML 1.0 characters):
+/// #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF.
+fn sqs_allows(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// The identity of one Stigg event, shared by every delivery of it.
+///
+/// Derived from `messageId` when present and non-empty, else `eventId`, else the SHA-256 hex of
+/// the raw body (some documented Stigg events carry neither id).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Parses a key received from outside (a message attribute, a payload field).
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        check_token(s, MAX_KEY_BYTES)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The key of a payload that carries no id: the SHA-256 hex of its exact bytes.
+    pub fn from_body(raw: &[u8]) -> Self {
+        Self(sha256_hex(raw))
+    }
+
+    /// Derives the key from a parsed payload and its raw bytes.
+    pub fn derive(fields: &Map<String, Value>, raw: &[u8]) -> Result<Self, PayloadError> {
+        for field in ["messageId", "eventId"] {
+            // A non-string or empty id is treated as absent: the next source applies.
+            if let Some(Value::String(s)) = fields.get(field)
+                && !s.is_empty()
+            {
+                return Self::parse(s).map_err(|reason| PayloadError::InvalidKey { field, reason });
+            }
+        }
+        Ok(Self::from_body(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// SQS FIFO `MessageDeduplicationId` (max 128 chars, restricted alphabet): a digest of the key.
+    pub fn fifo_deduplication_id(&self) -> String {
+        sha256_hex(self.0.as_bytes())
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// SHA-256 of some bytes, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+macro_rules! event_types {
+    ($($variant:ident => $name:literal,)+) => {
+        /// A Stigg event type. Names are inconsistent across Stigg's generations and new ones
+        /// appear without notice, so the set is open: anything unknown is [`EventType::Other`].
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum EventType {
+            $(#[doc = concat!("`", $name, "`")] $variant,)+
+            /// A type this version does not know. Normal, not an error.
+            Other(String),
+        }
+
+        impl EventType {
+            /// Every documented type, for tests and docs.
+            pub const KNOWN: &'static [&'static str] = &[$($name),+];
+
+            fn from_known(s: &str) -> Option<Self> {
+                match s {
+                    $($name => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $name,)+
+                    Self::Other(s) => s,
+                }
+            }
+        }
+    };
+}
+
+event_types! {
+    CustomerCreated => "customer.created",
+    CustomerUpdated => "customer.updated",
+    CustomerDeleted => "customer.deleted",
+    SubscriptionCreated => "subscription.created",
+    SubscriptionUpdated => "subscription.updated",
+    SubscriptionCanceled => "subscription.canceled",
+    SubscriptionExpired => "subscription.expired",
+    SubscriptionTrialStarted => "subscription.trial_started",
+    SubscriptionTrialEndsSoon => "subscription.trial.ends_soon",
+    SubscriptionTrialConverted => "subscription.trial_converted",
+    SubscriptionTrialExpired => "subscription.trial_expired",
+    PlanCreated => "plan.created",
+    PlanUpdated => "plan.updated",
+    CouponCreated => "coupon.created",
+    CouponUpdated => "coupon.updated",
+    MeasurementReported => "measurement.reported",
+    EntitlementsUpdated => "entitlements.updated",
+    EntitlementUsageExceeded => "entitlement.usage_exceeded",
+    EntityEntitlementUsageExceeded => "entity.entitlement.usage_exceeded",
+    PromotionalEntitlementGranted => "promotionalEntitlement.granted",
+    PromotionalEntitlementUpdated => "promotionalEntitlement.updated",
+    PromotionalEntitlementExpired => "promotionalEntitlement.expired",
+    CreditGrantBalanceLow => "credit_grant.balance.low",
+    CreditBalanceLow => "credit_balance.low",
+    CreditBalanceDepleted => "credit_balance.depleted",
+    CreditsBalanceUsageLow => "credits.balance.usage_low",
+    CreditsGrantUsageLow => "credits.grant.usage_low",
+    CreditsGranted => "credits.granted",
+    CreditsGrantUpdated => "credits.grant.updated",
+    CreditsGrantDepleted => "credits.grant.depleted",
+    CreditsExpired => "credits.expired",
+    CreditsBalanceDepleted => "credits.balance.depleted",
+    AutomaticRechargeOperationAttempted => "automatic_recharge.operation.attempted",
+    CreditsAutomaticRechargeLimitExceeded => "credits.automatic_recharge_limit_exceeded",
+}
+
+/// The families of events, for handlers that care about "any subscription change" rather than
+/// one generation's spelling of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventFamily {
+    Customer,
+    Subscription,
+    Plan,
+    Coupon,
+    Usage,
+    Entitlements,
+    PromotionalEntitlement,
+    Credits,
+    Other,
+}
+
+impl EventType {
+    /// Parses a `type` value. Any non-empty, printable string is a valid type.
+    pub fn parse(s: &str) -> Result<Self, PayloadError> {
+        check_token(s, MAX_TYPE_BYTES).map_err(PayloadError::InvalidType)?;
+        Ok(Self::from_known(s).unwrap_or_else(|| Self::Other(s.to_owned())))
+    }
+
+    pub fn is_known(&self) -> bool {
+        !matches!(self, Self::Other(_))
+    }
+
+    pub fn family(&self) -> EventFamily {
+        use EventType::*;
+        match self {
+            CustomerCreated | CustomerUpdated | CustomerDeleted => EventFamily::Customer,
+            SubscriptionCreated
+            | SubscriptionUpdated
+            | SubscriptionCanceled
+            | SubscriptionExpired
+            | SubscriptionTrialStarted
+            | SubscriptionTrialEndsSoon
+            | SubscriptionTrialConverted
+            | SubscriptionTrialExpired => EventFamily::Subscription,
+            PlanCreated | PlanUpdated => EventFamily::Plan,
+            CouponCreated | CouponUpdated => EventFamily::Coupon,
+            MeasurementReported | EntitlementUsageExceeded | EntityEntitlementUsageExceeded => {
+                EventFamily::Usage
+            }
+            EntitlementsUpdated => EventFamily::Entitlements,
+            PromotionalEntitlementGranted
+            | PromotionalEntitlementUpdated
+            | PromotionalEntitlementExpired => EventFamily::PromotionalEntitlement,
+            CreditGrantBalanceLow
+            | CreditBalanceLow
+            | CreditBalanceDepleted
+            | CreditsBalanceUsageLow
+            | CreditsGrantUsageLow
+            | CreditsGranted
+            | CreditsGrantUpdated
+            | CreditsGrantDepleted
+            | CreditsExpired
+            | CreditsBalanceDepleted
+            | AutomaticRechargeOperationAttempted
+            | CreditsAutomaticRechargeLimitExceeded => EventFamily::Credits,
+            Other(_) => EventFamily::Other,
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A payload that passed validation: a flat JSON object with a valid `type` and a key.
+/// The raw bytes are what gets queued; the parsed map is kept for the few fields we read.
+#[derive(Debug, Clone)]
+pub struct WebhookPayload {
+    pub key: IdempotencyKey,
+    pub event_type: EventType,
+    pub fields: Map<String, Value>,
+}
+
+impl WebhookPayload {
+    /// Parses and validates a raw body.
+    pub fn parse(raw: &[u8]) -> Result<Self, PayloadError> {
+        let value: Value =
+            serde_json::from_slice(raw).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+        let Value::Object(fields) = value else {
+            return Err(PayloadError::NotAnObject);
+        };
+        // serde_json has already checked UTF-8; SQS additionally refuses U+FFFE/U+FFFF, which
+        // JSON strings may carry raw. Refuse them here rather than fail at SendMessage forever.
+        if raw.windows(3).any(|w| w == [0xEF, 0xBF, 0xBE] || w == [0xEF, 0xBF, 0xBF]) {
+            return Err(PayloadError::UnsupportedCharacters);
+        }
+        Self::from_fields(fields, raw)
+    }
+
+    /// Validates an already parsed object (the processor parses SNS wrappers first).
+    pub fn from_fields(fields: Map<String, Value>, raw: &[u8]) -> Result<Self, PayloadError> {
+        let event_type = match fields.get("type") {
+            Some(Value::String(s)) => EventType::parse(s)?,
+            _ => return Err(PayloadError::MissingType),
+        };
+        let key = IdempotencyKey::derive(&fields, raw)?;
+        Ok(Self { key, event_type, fields })
+    }
+
+    fn str_field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
+    }
+
+    /// `traceId`, when it is a printable string (it is only ever logged and forwarded).
+    pub fn trace_id(&self) -> Option<&str> {
+        self.str_field("traceId").filter(|s| check_token(s, MAX_KEY_BYTES).is_ok())
+    }
+
+    pub fn timestamp(&self) -> Option<&str> {
+        self.str_field("timestamp")
+    }
+
+    /// The customer this event is about: `customer.id`, else `customerId`, else `entityId`.
+    pub fn customer_id(&self) -> Option<&str> {
+        self.fields
+            .get("customer")
+            .and_then(|c| c.get("id"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.str_field("customerId"))
+            .or_else(|| self.str_field("entityId"))
+    }
+
+    /// SQS FIFO `MessageGroupId`: the customer (so one customer's events stay ordered and
+    /// customers don't block each other), else the event type. Values SQS would refuse (over
+    /// 128 chars or outside its alphabet) are replaced by their digest, which SQS accepts.
+    pub fn fifo_group_id(&self) -> String {
+        let raw = self.customer_id().unwrap_or(self.event_type.as_str());
+        let valid = !raw.is_empty()
+            && raw.len() <= 128
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b.is_ascii_punctuation());
+        if valid { raw.to_owned() } else { sha256_hex(raw.as_bytes()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<WebhookPayload, PayloadError> {
+        WebhookPayload::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn key_is_message_id_when_present() {
+        let p = parse(r#"{"type":"customer.updated","messageId":"m-1","eventId":"e-1"}"#).unwrap();
+        assert_eq!(p.key.as_str(), "m-1");
+    }
+
+    #[test]
+    fn key_falls_back_to_event_id_when_message_id_missing_or_empty() {
+        let p = parse(r#"{"type":"x","eventId":"e-1"}"#).unwrap();
+        assert_eq!(p.key.as_str(), "e-1");
+        let p = parse(r#"{"type":"x","messageId":"","eventId":"e-2"}"#).unwrap();
+        assert_eq!(p.key.as_str(), "e-2");
+        let p = parse(r#"{"type":"x","messageId":null,"eventId":"e-3"}"#).unwrap();
+        assert_eq!(p.key.as_str(), "e-3");
+    }
+
+    #[test]
+    fn key_falls_back_to_sha256_of_the_exact_body() {
+        let body = r#"{"type":"subscription.trial_expired","id":"s"}"#;
+        let p = parse(body).unwrap();
+        assert_eq!(p.key.as_str(), sha256_hex(body.as_bytes()));
+        assert_eq!(p.key.as_str().len(), 64);
+        // A byte of whitespace is another body, hence another key.
+        let q = parse(&format!("{body} ")).unwrap();
+        assert_ne!(p.key, q.key);
+    }
+
+    #[test]
+    fn oversized_or_control_character_keys_are_refused() {
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        let err = parse(&format!(r#"{{"type":"x","messageId":"{long}"}}"#)).unwrap_err();
+        assert!(matches!(err, PayloadError::InvalidKey { field: "messageId", .. }));
+        let err = parse(r#"{"type":"x","messageId":"a\u0000b"}"#).unwrap_err();
+        assert!(matches!(err, PayloadError::InvalidKey { .. }));
+        assert!(parse(&format!(r#"{{"type":"x","messageId":"{}"}}"#, "k".repeat(MAX_KEY_BYTES))).is_ok());
+    }
+
+    #[test]
+    fn non_objects_and_missing_types_are_refused() {
+        assert!(matches!(parse("[1,2]"), Err(PayloadError::NotAnObject)));
+        assert!(matches!(parse("\"s\""), Err(PayloadError::NotAnObject)));
+        assert!(matches!(parse("12"), Err(PayloadError::NotAnObject)));
+        assert!(matches!(parse("null"), Err(PayloadError::NotAnObject)));
+        assert!(matches!(parse("{"), Err(PayloadError::NotJson(_))));
+        assert!(matches!(parse(""), Err(PayloadError::NotJson(_))));
+        assert!(matches!(parse(r#"{"messageId":"m"}"#), Err(PayloadError::MissingType)));
+        assert!(matches!(parse(r#"{"type":7}"#), Err(PayloadError::MissingType)));
+        assert!(matches!(parse(r#"{"type":""}"#), Err(PayloadError::InvalidType(_))));
+        assert!(matches!(WebhookPayload::parse(b"{\"type\":\"\xff\"}"), Err(PayloadError::NotJson(_))));
+    }
+
+    #[test]
+    fn deeply_nested_json_is_refused_without_overflowing_the_stack() {
+        let body = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(parse(&body), Err(PayloadError::NotJson(_))));
+    }
+
+    #[test]
+    fn characters_sqs_refuses_are_refused() {
+        assert_eq!(
+            parse("{\"type\":\"x\",\"n\":\"\u{FFFF}\"}").unwrap_err(),
+            PayloadError::UnsupportedCharacters
+        );
+    }
+
+    #[test]
+    fn every_documented_type_is_known_and_round_trips() {
+        for name in EventType::KNOWN {
+            let t = EventType::parse(name).unwrap();
+            assert!(t.is_known(), "{name}");
+            assert_eq!(t.as_str(), *name);
+            assert_ne!(t.family(), EventFamily::Other, "{name}");
+        }
+        assert_eq!(EventType::KNOWN.len(), 34);
+    }
+
+    #[test]
+    fn unknown_types_are_kept_verbatim() {
+        let t = EventType::parse("credits.something_new").unwrap();
+        assert_eq!(t, EventType::Other("credits.something_new".into()));
+        assert_eq!(t.family(), EventFamily::Other);
+    }
+
+    #[test]
+    fn customer_id_prefers_nested_customer_then_customer_id_then_entity_id() {
+        let p = parse(r#"{"type":"x","customer":{"id":"c1"},"customerId":"c2","entityId":"c3"}"#).unwrap();
+        assert_eq!(p.customer_id(), Some("c1"));
+        let p = parse(r#"{"type":"x","customerId":"c2","entityId":"c3"}"#).unwrap();
+        assert_eq!(p.customer_id(), Some("c2"));
+        let p = parse(r#"{"type":"x","entityId":"c3"}"#).unwrap();
+        assert_eq!(p.customer_id(), Some("c3"));
+        let p = parse(r#"{"type":"plan.created"}"#).unwrap();
+        assert_eq!(p.customer_id(), None);
+        assert_eq!(p.fifo_group_id(), "plan.created");
+    }
+
+    #[test]
+    fn fifo_group_id_is_always_acceptable_to_sqs() {
+        let p = parse(r#"{"type":"x","customer":{"id":"ünïcode customer"}}"#).unwrap();
+        let g = p.fifo_group_id();
+        assert_eq!(g.len(), 64);
+        assert!(g.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn documented_examples_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/events/stigg");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let raw = std::fs::read(&path).unwrap();
+            let p = WebhookPayload::parse(&raw).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            assert!(p.event_type.is_known(), "{path:?}");
+            assert!(p.trace_id().is_some());
+            n += 1;
+        }
+        assert!(n >= 5);
+    }
+}

@@ -1,0 +1,31 @@
+//! Receive Stigg webhooks on AWS Lambda.
+//!
+//! - [`receiver`]: the function-URL handler (authenticate, validate, claim, enqueue).
+//! - [`processor`]: the SQS handler (parse into [`event::EventType`], run handlers once per key).
+//! - [`claim`]: the DynamoDB claim protocol both use.
+//!
+//! `src/bin/*` only wire configuration to clients to these handlers.
+
+pub mod aws;
+pub mod claim;
+pub mod config;
+pub mod event;
+pub mod metrics;
+pub mod queue;
+pub mod receiver;
+pub mod secrets;
+
+/// An error with its chain of causes on one line, for logs.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}

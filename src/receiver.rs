@@ -1,0 +1,366 @@
+//! The `receiver` function: authenticates Stigg's request, validates the payload, claims its
+//! idempotency key and queues the raw bytes, answering within milliseconds.
+//!
+//! | request                                   | answer |
+//! |-------------------------------------------|--------|
+//! | method other than POST                    | 405    |
+//! | source IP outside `ALLOWED_SOURCE_CIDRS`  | 403    |
+//! | secret header missing or wrong            | 401    |
+//! | body over `MAX_BODY_BYTES`                | 413    |
+//! | not a JSON object with a string `type`    | 400    |
+//! | new event                                 | 202, queued |
+//! | key already completed                     | 200, not queued |
+//! | key claimed by an attempt in flight       | 409    |
+//! | DynamoDB or SQS failure                   | 503, claim rolled back |
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlResponse;
+use aws_lambda_events::http::{HeaderValue, header};
+use base64::Engine;
+use lambda_runtime::LambdaEvent;
+use serde_json::{Value, json};
+
+use crate::claim::{ClaimOutcome, IdempotencyStore, StoreError};
+use crate::config::SourceAllowList;
+use crate::event::{PayloadError, WebhookPayload, sha256_hex};
+use crate::metrics;
+use crate::queue::{EventQueue, FifoIds, Outbound, QueueError};
+use crate::secrets::SecretSet;
+
+/// The header Stigg puts the shared secret in (matched case-insensitively).
+pub const SECRET_HEADER: &str = "stigg-webhooks-secret";
+
+/// A function-URL request (payload format 2.0), read tolerantly: a field that is missing or of
+/// an unexpected shape is treated as absent, so a malformed event gets a 4XX, never a crash.
+/// API Gateway REST (1.0) fields are understood too.
+#[derive(Debug, Default, Clone)]
+pub struct HttpRequest {
+    pub method: String,
+    /// Header names lowercased; function URLs join repeated headers with commas.
+    pub headers: HashMap<String, String>,
+    pub body: Option<String>,
+    pub is_base64_encoded: bool,
+    pub source_ip: Option<String>,
+}
+
+impl HttpRequest {
+    pub fn from_event(mut event: Value) -> Self {
+        let str_at = |v: &Value, path: &[&str]| {
+            path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_str).map(str::to_owned)
+        };
+        let method = str_at(&event, &["requestContext", "http", "method"])
+            .or_else(|| str_at(&event, &["httpMethod"]))
+            .unwrap_or_default();
+        let source_ip = str_at(&event, &["requestContext", "http", "sourceIp"])
+            .or_else(|| str_at(&event, &["requestContext", "identity", "sourceIp"]));
+        let headers = match event.get("headers") {
+            Some(Value::Object(map)) => map
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.to_ascii_lowercase(), v.to_owned())))
+                .collect(),
+            _ => HashMap::new(),
+        };
+        let is_base64_encoded = event.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false);
+        let body = match event.get_mut("body").map(Value::take) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
+        Self { method, headers, body, is_base64_encoded, source_ip }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// Why a request was not accepted. Each variant knows its HTTP status; the cause stays in the
+/// log, the answer says only what the caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("source address not allowed")]
+    ForbiddenSource,
+    #[error("missing or invalid Stigg-Webhooks-Secret")]
+    Unauthorized,
+    #[error("body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("body is not valid base64")]
+    InvalidBase64,
+    #[error("invalid payload: {0}")]
+    InvalidPayload(#[from] PayloadError),
+    #[error("another delivery of this event is being processed; retry later")]
+    InFlight,
+    #[error("idempotency store unavailable")]
+    Store(#[source] StoreError),
+    #[error("event queue unavailable")]
+    Queue(#[source] QueueError),
+}
+
+impl ReceiveError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::MethodNotAllowed => 405,
+            Self::ForbiddenSource => 403,
+            Self::Unauthorized => 401,
+            Self::TooLarge { .. } => 413,
+            Self::InvalidBase64 | Self::InvalidPayload(_) => 400,
+            Self::InFlight => 409,
+            Self::Store(_) | Self::Queue(_) => 503,
+        }
+    }
+
+    /// The outcome name used in logs and metrics.
+    pub fn outcome(&self) -> metrics::ReceiverOutcome {
+        use metrics::ReceiverOutcome as O;
+        match self {
+            Self::MethodNotAllowed => O::MethodNotAllowed,
+            Self::ForbiddenSource => O::Forbidden,
+            Self::Unauthorized => O::Unauthorized,
+            Self::TooLarge { .. } => O::TooLarge,
+            Self::InvalidBase64 | Self::InvalidPayload(_) => O::Invalid,
+            Self::InFlight => O::Conflict,
+            Self::Store(_) | Self::Queue(_) => O::DependencyFailure,
+        }
+    }
+
+    /// What the caller is told: enough to fix a bad request, nothing about our internals.
+    fn public_message(&self) -> String {
+        match self {
+            Self::Store(_) | Self::Queue(_) => "temporarily unavailable; retry".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What happened to an authenticated, valid event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Newly claimed and queued.
+    Enqueued,
+    /// Already accepted earlier; nothing queued.
+    Duplicate { same_payload: bool },
+}
+
+/// The receiver with its clients, built once per cold start and borrowed by every invocation.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    secrets: SecretSet,
+    allowed_sources: Option<SourceAllowList>,
+    max_body_bytes: usize,
+    store: IdempotencyStore,
+    queue: EventQueue,
+}
+
+/// Fields of the one log line per request.
+#[derive(Default)]
+struct RequestLog {
+    key: Option<String>,
+    event_type: Option<String>,
+    trace_id: Option<String>,
+}
+
+impl Receiver {
+    pub fn new(
+        secrets: SecretSet,
+        allowed_sources: Option<SourceAllowList>,
+        max_body_bytes: usize,
+        store: IdempotencyStore,
+        queue: EventQueue,
+    ) -> Self {
+        Self { secrets, allowed_sources, max_body_bytes, store, queue }
+    }
+
+    /// The Lambda entry point: never fails, every outcome is an HTTP answer.
+    pub async fn handle_event(&self, event: LambdaEvent<Value>) -> Result<LambdaFunctionUrlResponse, std::convert::Infallible> {
+        let deadline = event.context.deadline();
+        Ok(self.handle(HttpRequest::from_event(event.payload), deadline).await)
+    }
+
+    /// Handles one request; `deadline` is when the invocation ends (the claim's lease).
+    pub async fn handle(&self, request: HttpRequest, deadline: SystemTime) -> LambdaFunctionUrlResponse {
+        let started = Instant::now();
+        let mut log = RequestLog::default();
+        let result = self.receive(request, deadline, &mut log).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (status, outcome, body) = match &result {
+            Ok(Accepted::Enqueued) => (202, metrics::ReceiverOutcome::Accepted, json!({"status": "accepted", "idempotencyKey": log.key})),
+            Ok(Accepted::Duplicate { .. }) => (200, metrics::ReceiverOutcome::Duplicate, json!({"status": "duplicate", "idempotencyKey": log.key})),
+            Err(e) => (e.status(), e.outcome(), json!({"error": e.public_message()})),
+        };
+        if let Err(e @ (ReceiveError::Store(_) | ReceiveError::Queue(_))) = &result {
+            tracing::error!(idempotency_key = log.key.as_deref(), error = %crate::error_chain(e), "dependency failure");
+        }
+        tracing::info!(
+            idempotency_key = log.key.as_deref(),
+            event_type = log.event_type.as_deref(),
+            trace_id = log.trace_id.as_deref(),
+            outcome = outcome.as_str(),
+            status,
+            latency_ms,
+            "webhook handled"
+        );
+        metrics::receiver(outcome, latency_ms);
+        response(status, &body, status == 405)
+    }
+
+    async fn receive(&self, request: HttpRequest, deadline: SystemTime, log: &mut RequestLog) -> Result<Accepted, ReceiveError> {
+        if !request.method.eq_ignore_ascii_case("POST") {
+            return Err(ReceiveError::MethodNotAllowed);
+        }
+        if let Some(allowed) = &self.allowed_sources {
+            let ip = request.source_ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok());
+            if !ip.is_some_and(|ip| allowed.allows(ip)) {
+                return Err(ReceiveError::ForbiddenSource);
+            }
+        }
+        let secret = request.header(SECRET_HEADER).unwrap_or_default();
+        if !self.secrets.verify(secret.as_bytes()) {
+            return Err(ReceiveError::Unauthorized);
+        }
+        let raw = self.decode_body(request)?;
+        let payload = WebhookPayload::parse(raw.as_bytes())?;
+        log.key = Some(payload.key.to_string());
+        log.event_type = Some(payload.event_type.to_string());
+        log.trace_id = payload.trace_id().map(str::to_owned);
+        self.accept(&payload, &raw, deadline).await
+    }
+
+    /// The body as text, within the size limit. Valid JSON is valid UTF-8, so a body that is not
+    /// UTF-8 is refused here as the invalid payload it is.
+    fn decode_body(&self, request: HttpRequest) -> Result<String, ReceiveError> {
+        let limit = self.max_body_bytes;
+        let body = request.body.unwrap_or_default();
+        let bytes = if request.is_base64_encoded {
+            // Refuse before decoding anything that cannot fit once decoded.
+            if body.len() / 4 * 3 > limit + 3 {
+                return Err(ReceiveError::TooLarge { limit });
+            }
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(body.trim_end())
+                .map_err(|_| ReceiveError::InvalidBase64)?;
+            String::from_utf8(decoded).map_err(|e| PayloadError::NotJson(e.to_string()))?
+        } else {
+            body
+        };
+        if bytes.len() > limit {
+            return Err(ReceiveError::TooLarge { limit });
+        }
+        Ok(bytes)
+    }
+
+    /// Claim, enqueue, complete. The order is what makes a 2XX mean "in the queue".
+    async fn accept(&self, payload: &WebhookPayload, raw: &str, deadline: SystemTime) -> Result<Accepted, ReceiveError> {
+        let fingerprint = sha256_hex(raw.as_bytes());
+        let claim = match self.store.claim(&payload.key, &fingerprint, deadline).await.map_err(ReceiveError::Store)? {
+            ClaimOutcome::Claimed(claim) => claim,
+            ClaimOutcome::InFlight => return Err(ReceiveError::InFlight),
+            ClaimOutcome::Completed { same_payload } => {
+                if !same_payload {
+                    tracing::warn!(idempotency_key = %payload.key, event_type = %payload.event_type,
+                        "duplicate key with a different body; the first delivery stands, this one is not queued");
+                }
+                return Ok(Accepted::Duplicate { same_payload });
+            }
+        };
+        let mut attributes = vec![
+            ("event_type", payload.event_type.to_string()),
+            ("idempotency_key", payload.key.to_string()),
+        ];
+        if let Some(trace_id) = payload.trace_id() {
+            attributes.push(("trace_id", trace_id.to_owned()));
+        }
+        let fifo = self.queue.is_fifo().then(|| FifoIds {
+            group_id: payload.fifo_group_id(),
+            deduplication_id: payload.key.fifo_deduplication_id(),
+        });
+        if let Err(send_error) = self.queue.send(Outbound { body: raw, attributes, fifo }).await {
+            // Roll back so that Stigg's retry is accepted at once. If even that fails, the lease
+            // (this invocation's deadline) bounds how long retries see 409.
+            if let Err(e) = self.store.release(claim).await {
+                tracing::error!(idempotency_key = %payload.key, error = %crate::error_chain(&e),
+                    "claim not rolled back; it is taken over after its lease");
+            }
+            return Err(ReceiveError::Queue(send_error));
+        }
+        if let Err(e) = self.store.complete(claim).await {
+            // The event is safe in the queue: answer 2XX. A later delivery may queue it again;
+            // the processor's own claim runs its handlers once.
+            tracing::warn!(idempotency_key = %payload.key, error = %crate::error_chain(&e),
+                "event queued but its completion was not recorded");
+        }
+        Ok(Accepted::Enqueued)
+    }
+}
+
+fn response(status: u16, body: &Value, allow_post: bool) -> LambdaFunctionUrlResponse {
+    let mut r = LambdaFunctionUrlResponse::default();
+    r.status_code = i64::from(status);
+    r.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if allow_post {
+        r.headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    r.body = Some(body.to_string());
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_url_events_are_read() {
+        let e = json!({
+            "version": "2.0",
+            "headers": {"Stigg-Webhooks-Secret": "s", "content-type": "application/json"},
+            "requestContext": {"http": {"method": "POST", "sourceIp": "18.119.35.43"}, "timeEpoch": 1},
+            "body": "eyJ0eXBlIjoieCJ9",
+            "isBase64Encoded": true
+        });
+        let r = HttpRequest::from_event(e);
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.header(SECRET_HEADER), Some("s"));
+        assert_eq!(r.source_ip.as_deref(), Some("18.119.35.43"));
+        assert!(r.is_base64_encoded);
+        assert_eq!(r.body.as_deref(), Some("eyJ0eXBlIjoieCJ9"));
+    }
+
+    #[test]
+    fn malformed_events_read_as_empty_requests() {
+        for e in [json!(null), json!([1]), json!({"headers": [1], "body": 5, "requestContext": "x"})] {
+            let r = HttpRequest::from_event(e);
+            assert_eq!(r.method, "");
+            assert!(r.body.is_none());
+        }
+    }
+
+    #[test]
+    fn rest_api_events_are_read_too() {
+        let r = HttpRequest::from_event(json!({"httpMethod": "POST", "requestContext": {"identity": {"sourceIp": "1.2.3.4"}}}));
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.source_ip.as_deref(), Some("1.2.3.4"));
+    }
+
+    #[test]
+    fn every_error_maps_to_its_documented_status() {
+        assert_eq!(ReceiveError::MethodNotAllowed.status(), 405);
+        assert_eq!(ReceiveError::ForbiddenSource.status(), 403);
+        assert_eq!(ReceiveError::Unauthorized.status(), 401);
+        assert_eq!(ReceiveError::TooLarge { limit: 1 }.status(), 413);
+        assert_eq!(ReceiveError::InvalidBase64.status(), 400);
+        assert_eq!(ReceiveError::InvalidPayload(PayloadError::NotAnObject).status(), 400);
+        assert_eq!(ReceiveError::InFlight.status(), 409);
+    }
+
+    #[test]
+    fn responses_are_small_json_and_405_names_the_allowed_method() {
+        let r = response(405, &json!({"error": "method not allowed"}), true);
+        assert_eq!(r.status_code, 405);
+        assert_eq!(r.headers.get("allow").unwrap(), "POST");
+        assert_eq!(r.headers.get("content-type").unwrap(), "application/json");
+        assert!(!r.is_base64_encoded);
+    }
+}
