@@ -22,14 +22,16 @@ pub fn timeouts() -> TimeoutConfig {
         .build()
 }
 
+/// The one HTTPS client every SDK client shares (hyper 1 + rustls with ring).
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https()
+}
+
 /// Loads the SDK configuration from the standard chain (`AWS_REGION`, credentials,
 /// `AWS_ENDPOINT_URL[_SERVICE]`).
 pub async fn load_sdk_config() -> SdkConfig {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
     aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
+        .http_client(http_client())
         .timeout_config(timeouts())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .load()

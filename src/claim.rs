@@ -174,8 +174,7 @@ impl IdempotencyStore {
             Ok(_) => return Ok(ClaimOutcome::Claimed(Claim { pk, token })),
             Err(err) => err,
         };
-        let is_condition_failure =
-            err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception());
+        let is_condition_failure = err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception());
         if !is_condition_failure {
             return Err(StoreError::dynamo("PutItem", err));
         }
@@ -257,9 +256,9 @@ impl IdempotencyStore {
 fn classify(old: Option<&HashMap<String, AttributeValue>>, payload_sha256: &str) -> ClaimOutcome {
     let attr = |name: &str| old.and_then(|item| item.get(name)).and_then(|v| v.as_s().ok());
     match attr("status").map(String::as_str) {
-        Some(STATUS_COMPLETED) => ClaimOutcome::Completed {
-            same_payload: attr("payload_sha256").is_none_or(|h| h == payload_sha256),
-        },
+        Some(STATUS_COMPLETED) => {
+            ClaimOutcome::Completed { same_payload: attr("payload_sha256").is_none_or(|h| h == payload_sha256) }
+        }
         // In progress, or gone between the write and the read: either way, come back later.
         _ => ClaimOutcome::InFlight,
     }
@@ -273,7 +272,12 @@ mod tests {
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     fn store(client: Client) -> IdempotencyStore {
-        IdempotencyStore::new(client, TableName::parse("t-test").unwrap(), Duration::from_secs(60), ClaimScope::Receiver)
+        IdempotencyStore::new(
+            client,
+            TableName::parse("t-test").unwrap(),
+            Duration::from_secs(60),
+            ClaimScope::Receiver,
+        )
     }
 
     fn key() -> IdempotencyKey {
@@ -293,7 +297,8 @@ mod tests {
     #[tokio::test]
     async fn a_late_duplicate_is_recognised_from_the_failed_write_alone() {
         let put = mock!(Client::put_item).then_error(|| failed_with(STATUS_COMPLETED, "h1"));
-        let get = mock!(Client::get_item).then_output(|| aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder().build());
+        let get = mock!(Client::get_item)
+            .then_output(|| aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder().build());
         let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&put, &get]);
         let outcome = store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap();
         assert!(matches!(outcome, ClaimOutcome::Completed { same_payload: true }));
@@ -321,7 +326,12 @@ mod tests {
     async fn throttling_surfaces_as_a_retryable_store_error() {
         let put = mock!(Client::put_item)
             .sequence()
-            .http_status(400, Some(r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"slow down"}"#.into()))
+            .http_status(
+                400,
+                Some(
+                    r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"slow down"}"#.into(),
+                ),
+            )
             .times(3)
             .build();
         let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&put], |c| c

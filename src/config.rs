@@ -161,7 +161,9 @@ impl ReceiverConfig {
             (Some(_), Some(_)) => return Err(ConfigError::AmbiguousSecret),
             (Some(list), None) => SecretSource::Inline(SecretSet::parse(&list).map_err(ConfigError::Secret)?),
             (None, Some(name)) => SecretSource::Parameter(name),
-            (None, None) => return Err(ConfigError::Missing("STIGG_WEBHOOK_SECRET (or STIGG_WEBHOOK_SECRET_PARAMETER)")),
+            (None, None) => {
+                return Err(ConfigError::Missing("STIGG_WEBHOOK_SECRET (or STIGG_WEBHOOK_SECRET_PARAMETER)"));
+            }
         };
         let allowed_sources = env
             .value("ALLOWED_SOURCE_CIDRS")
@@ -170,8 +172,7 @@ impl ReceiverConfig {
         Ok(Self {
             secrets,
             table: table_from_env(env)?,
-            queue: QueueUrl::parse(&env.required("EVENTS_QUEUE_URL")?)
-                .map_err(|e| invalid("EVENTS_QUEUE_URL", e))?,
+            queue: QueueUrl::parse(&env.required("EVENTS_QUEUE_URL")?).map_err(|e| invalid("EVENTS_QUEUE_URL", e))?,
             ttl: ttl_from_env(env)?,
             max_body_bytes: positive(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?.get(),
             allowed_sources,
@@ -212,9 +213,7 @@ fn ttl_from_env(env: &impl Env) -> Result<Duration, ConfigError> {
 fn positive(env: &impl Env, var: &'static str, default: usize) -> Result<NonZeroUsize, ConfigError> {
     match env.value(var) {
         None => Ok(NonZeroUsize::new(default).expect("defaults are positive")),
-        Some(v) => v
-            .parse::<NonZeroUsize>()
-            .map_err(|_| invalid(var, format!("{v:?} is not a positive whole number"))),
+        Some(v) => v.parse::<NonZeroUsize>().map_err(|_| invalid(var, format!("{v:?} is not a positive whole number"))),
     }
 }
 

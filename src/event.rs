@@ -218,13 +218,11 @@ impl EventType {
             | SubscriptionTrialExpired => EventFamily::Subscription,
             PlanCreated | PlanUpdated => EventFamily::Plan,
             CouponCreated | CouponUpdated => EventFamily::Coupon,
-            MeasurementReported | EntitlementUsageExceeded | EntityEntitlementUsageExceeded => {
-                EventFamily::Usage
-            }
+            MeasurementReported | EntitlementUsageExceeded | EntityEntitlementUsageExceeded => EventFamily::Usage,
             EntitlementsUpdated => EventFamily::Entitlements,
-            PromotionalEntitlementGranted
-            | PromotionalEntitlementUpdated
-            | PromotionalEntitlementExpired => EventFamily::PromotionalEntitlement,
+            PromotionalEntitlementGranted | PromotionalEntitlementUpdated | PromotionalEntitlementExpired => {
+                EventFamily::PromotionalEntitlement
+            }
             CreditGrantBalanceLow
             | CreditBalanceLow
             | CreditBalanceDepleted
@@ -260,8 +258,7 @@ pub struct WebhookPayload {
 impl WebhookPayload {
     /// Parses and validates a raw body.
     pub fn parse(raw: &[u8]) -> Result<Self, PayloadError> {
-        let value: Value =
-            serde_json::from_slice(raw).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+        let value: Value = serde_json::from_slice(raw).map_err(|e| PayloadError::NotJson(e.to_string()))?;
         let Value::Object(fields) = value else {
             return Err(PayloadError::NotAnObject);
         };
@@ -386,10 +383,7 @@ mod tests {
 
     #[test]
     fn characters_sqs_refuses_are_refused() {
-        assert_eq!(
-            parse("{\"type\":\"x\",\"n\":\"\u{FFFF}\"}").unwrap_err(),
-            PayloadError::UnsupportedCharacters
-        );
+        assert_eq!(parse("{\"type\":\"x\",\"n\":\"\u{FFFF}\"}").unwrap_err(), PayloadError::UnsupportedCharacters);
     }
 
     #[test]

@@ -29,3 +29,10 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// Turns a cold-start failure into a logged, readable init error (the runtime prints `Debug`).
+pub fn init_error(e: impl std::fmt::Display) -> lambda_runtime::Error {
+    let message = format!("cold start failed: {e}");
+    tracing::error!("{message}");
+    message.into()
+}

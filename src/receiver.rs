@@ -57,10 +57,9 @@ impl HttpRequest {
         let source_ip = str_at(&event, &["requestContext", "http", "sourceIp"])
             .or_else(|| str_at(&event, &["requestContext", "identity", "sourceIp"]));
         let headers = match event.get("headers") {
-            Some(Value::Object(map)) => map
-                .iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.to_ascii_lowercase(), v.to_owned())))
-                .collect(),
+            Some(Value::Object(map)) => {
+                map.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.to_ascii_lowercase(), v.to_owned()))).collect()
+            }
             _ => HashMap::new(),
         };
         let is_base64_encoded = event.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false);
@@ -175,7 +174,10 @@ impl Receiver {
     }
 
     /// The Lambda entry point: never fails, every outcome is an HTTP answer.
-    pub async fn handle_event(&self, event: LambdaEvent<Value>) -> Result<LambdaFunctionUrlResponse, std::convert::Infallible> {
+    pub async fn handle_event(
+        &self,
+        event: LambdaEvent<Value>,
+    ) -> Result<LambdaFunctionUrlResponse, std::convert::Infallible> {
         let deadline = event.context.deadline();
         Ok(self.handle(HttpRequest::from_event(event.payload), deadline).await)
     }
@@ -187,8 +189,12 @@ impl Receiver {
         let result = self.receive(request, deadline, &mut log).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (status, outcome, body) = match &result {
-            Ok(Accepted::Enqueued) => (202, metrics::ReceiverOutcome::Accepted, json!({"status": "accepted", "idempotencyKey": log.key})),
-            Ok(Accepted::Duplicate { .. }) => (200, metrics::ReceiverOutcome::Duplicate, json!({"status": "duplicate", "idempotencyKey": log.key})),
+            Ok(Accepted::Enqueued) => {
+                (202, metrics::ReceiverOutcome::Accepted, json!({"status": "accepted", "idempotencyKey": log.key}))
+            }
+            Ok(Accepted::Duplicate { .. }) => {
+                (200, metrics::ReceiverOutcome::Duplicate, json!({"status": "duplicate", "idempotencyKey": log.key}))
+            }
             Err(e) => (e.status(), e.outcome(), json!({"error": e.public_message()})),
         };
         if let Err(e @ (ReceiveError::Store(_) | ReceiveError::Queue(_))) = &result {
@@ -207,7 +213,12 @@ impl Receiver {
         response(status, &body, status == 405)
     }
 
-    async fn receive(&self, request: HttpRequest, deadline: SystemTime, log: &mut RequestLog) -> Result<Accepted, ReceiveError> {
+    async fn receive(
+        &self,
+        request: HttpRequest,
+        deadline: SystemTime,
+        log: &mut RequestLog,
+    ) -> Result<Accepted, ReceiveError> {
         if !request.method.eq_ignore_ascii_case("POST") {
             return Err(ReceiveError::MethodNotAllowed);
         }
@@ -253,7 +264,12 @@ impl Receiver {
     }
 
     /// Claim, enqueue, complete. The order is what makes a 2XX mean "in the queue".
-    async fn accept(&self, payload: &WebhookPayload, raw: &str, deadline: SystemTime) -> Result<Accepted, ReceiveError> {
+    async fn accept(
+        &self,
+        payload: &WebhookPayload,
+        raw: &str,
+        deadline: SystemTime,
+    ) -> Result<Accepted, ReceiveError> {
         let fingerprint = sha256_hex(raw.as_bytes());
         let claim = match self.store.claim(&payload.key, &fingerprint, deadline).await.map_err(ReceiveError::Store)? {
             ClaimOutcome::Claimed(claim) => claim,
@@ -266,10 +282,8 @@ impl Receiver {
                 return Ok(Accepted::Duplicate { same_payload });
             }
         };
-        let mut attributes = vec![
-            ("event_type", payload.event_type.to_string()),
-            ("idempotency_key", payload.key.to_string()),
-        ];
+        let mut attributes =
+            vec![("event_type", payload.event_type.to_string()), ("idempotency_key", payload.key.to_string())];
         if let Some(trace_id) = payload.trace_id() {
             attributes.push(("trace_id", trace_id.to_owned()));
         }
@@ -339,7 +353,9 @@ mod tests {
 
     #[test]
     fn rest_api_events_are_read_too() {
-        let r = HttpRequest::from_event(json!({"httpMethod": "POST", "requestContext": {"identity": {"sourceIp": "1.2.3.4"}}}));
+        let r = HttpRequest::from_event(
+            json!({"httpMethod": "POST", "requestContext": {"identity": {"sourceIp": "1.2.3.4"}}}),
+        );
         assert_eq!(r.method, "POST");
         assert_eq!(r.source_ip.as_deref(), Some("1.2.3.4"));
     }

@@ -88,7 +88,14 @@ mod tests {
     #[test]
     fn refuses_anything_else() {
         let set = SecretSet::parse("old-secret-123,new-secret-456").unwrap();
-        for bad in [&b""[..], b"old-secret-12", b"old-secret-1234", b"OLD-SECRET-123", b"old-secret-123,new-secret-456", b" old-secret-123"] {
+        for bad in [
+            &b""[..],
+            b"old-secret-12",
+            b"old-secret-1234",
+            b"OLD-SECRET-123",
+            b"old-secret-123,new-secret-456",
+            b" old-secret-123",
+        ] {
             assert!(!set.verify(bad), "{:?}", String::from_utf8_lossy(bad));
         }
     }

@@ -6,23 +6,24 @@ use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
 use stigg_webhooks::config::{ProcessEnv, ReceiverConfig, SecretSource};
 use stigg_webhooks::queue::EventQueue;
 use stigg_webhooks::receiver::Receiver;
-use stigg_webhooks::{aws, metrics};
+use stigg_webhooks::{aws, init_error, metrics};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     metrics::init("receiver");
     // Any configuration problem fails the cold start here, with the variable named.
-    let config = ReceiverConfig::from_env(&ProcessEnv)?;
+    let config = ReceiverConfig::from_env(&ProcessEnv).map_err(init_error)?;
     let sdk = aws::load_sdk_config().await;
     let secrets = match config.secrets {
         SecretSource::Inline(set) => set,
-        SecretSource::Parameter(name) => aws::load_secret_parameter(&sdk, &name).await?,
+        SecretSource::Parameter(name) => aws::load_secret_parameter(&sdk, &name).await.map_err(init_error)?,
     };
     if secrets.has_weak_secret() {
         tracing::warn!("a webhook secret is shorter than 16 characters");
     }
-    let store = IdempotencyStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table, config.ttl, ClaimScope::Receiver);
+    let store =
+        IdempotencyStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table, config.ttl, ClaimScope::Receiver);
     let queue = EventQueue::new(aws_sdk_sqs::Client::new(&sdk), config.queue);
     let receiver = Receiver::new(secrets, config.allowed_sources, config.max_body_bytes, store, queue);
     let receiver = &receiver;

@@ -1,0 +1,194 @@
+//! Test harness: real SDK clients against the emulator named by `AWS_ENDPOINT_URL` (moto,
+//! started by `make test`), one fresh table and queue per test.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use stigg_webhooks::config::{QueueUrl, TableName};
+
+/// The emulator's endpoint. Integration tests need one: run them with `make test`.
+pub fn endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL is not set: integration tests run against moto; use `make test`, which starts it")
+}
+
+pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(stigg_webhooks::aws::http_client())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .timeout_config(stigg_webhooks::aws::timeouts())
+        .load()
+        .await
+}
+
+pub async fn sdk_config() -> SdkConfig {
+    sdk_config_for(&endpoint()).await
+}
+
+/// An endpoint where nothing listens: every call is refused.
+pub const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Counts wire requests per operation (retries included) and fails chosen operations,
+/// as an SDK interceptor: no fake clients, the real SDK code paths run.
+#[derive(Debug, Default, Clone)]
+pub struct Recorder {
+    calls: Arc<Mutex<HashMap<String, usize>>>,
+    failing: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    pub fn count(&self, operation: &str) -> usize {
+        self.calls.lock().unwrap().get(operation).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.calls.lock().unwrap().values().sum()
+    }
+
+    pub fn reset(&self) {
+        self.calls.lock().unwrap().clear();
+    }
+
+    /// Makes every later call of `operation` fail before it is sent.
+    pub fn fail(&self, operation: &str) {
+        self.failing.lock().unwrap().push(operation.to_owned());
+    }
+
+    pub fn heal(&self) {
+        self.failing.lock().unwrap().clear();
+    }
+}
+
+impl Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "Recorder"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let op = cfg.load::<Metadata>().map(|m| m.name().to_owned()).unwrap_or_default();
+        *self.calls.lock().unwrap().entry(op.clone()).or_default() += 1;
+        if self.failing.lock().unwrap().contains(&op) {
+            return Err(format!("injected failure of {op}").into());
+        }
+        Ok(())
+    }
+}
+
+/// A fresh table and queue on the emulator, with admin clients to inspect them.
+pub struct Resources {
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub table: TableName,
+    pub queue: QueueUrl,
+}
+
+impl Resources {
+    pub async fn create(fifo: bool) -> Self {
+        let sdk = sdk_config().await;
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let table = unique("idem");
+        create_table(&ddb, &table).await;
+        let queue = create_queue(&sqs, &unique("events"), fifo).await;
+        Self { ddb, sqs, table: TableName::parse(&table).unwrap(), queue }
+    }
+
+    pub async fn items(&self) -> Vec<HashMap<String, AttributeValue>> {
+        self.ddb.scan().table_name(self.table.as_str()).send().await.unwrap().items.unwrap_or_default()
+    }
+
+    pub async fn item(&self, pk: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.ddb
+            .get_item()
+            .table_name(self.table.as_str())
+            .key("pk", AttributeValue::S(pk.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+    }
+
+    /// Every message now in the queue (received once, left invisible for a minute).
+    pub async fn drain(&self) -> Vec<Message> {
+        drain(&self.sqs, &self.queue).await
+    }
+}
+
+pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
+    ddb.create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .send()
+        .await
+        .expect("create table");
+}
+
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str, fifo: bool) -> QueueUrl {
+    let mut req = sqs.create_queue().queue_name(if fifo { format!("{name}.fifo") } else { name.to_owned() });
+    if fifo {
+        req = req.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    let url = req.send().await.expect("create queue").queue_url.unwrap();
+    QueueUrl::parse(&url).unwrap()
+}
+
+pub async fn drain(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> Vec<Message> {
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        let out = sqs
+            .receive_message()
+            .queue_url(queue.as_str())
+            .max_number_of_messages(10)
+            .visibility_timeout(60)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        let batch = out.messages.unwrap_or_default();
+        if batch.is_empty() {
+            break;
+        }
+        all.extend(batch);
+    }
+    all
+}
+
+pub fn attr<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
+    m.message_attributes.as_ref()?.get(name)?.string_value()
+}
+
+/// A deadline `d` from now, as Lambda's `Context.deadline` gives it.
+pub fn deadline_in(d: Duration) -> SystemTime {
+    SystemTime::now() + d
+}
