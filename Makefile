@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements-dev.txt
 tools: $(VENV)/.installed ## Install local tooling (moto, cargo-lambda, cfn-lint) into .venv
 
 test: tools ## Unit + integration tests (integration against a private moto on 127.0.0.1)
-	scripts/with-moto.sh cargo test --all-targets
+	scripts/with-moto.sh cargo test
 
 test-unit: ## Unit tests only (no emulator)
 	cargo test --lib --bins

@@ -440,3 +440,50 @@ mod tests {
         assert!(n >= 5);
     }
 }
+
+/// An event as the processor's handlers see it: identity, type, the common envelope fields, and
+/// the raw JSON kept whole (typed views are parsed from it on demand, see [`crate::views`]).
+#[derive(Debug, Clone)]
+pub struct StiggEvent {
+    pub key: IdempotencyKey,
+    pub event_type: EventType,
+    pub trace_id: Option<String>,
+    pub timestamp: Option<String>,
+    pub customer_id: Option<String>,
+    fields: Map<String, Value>,
+    raw: String,
+}
+
+impl StiggEvent {
+    /// Builds the event from a validated payload and the exact JSON text it came from.
+    pub fn new(payload: WebhookPayload, raw: String) -> Self {
+        Self {
+            trace_id: payload.trace_id().map(str::to_owned),
+            timestamp: payload.timestamp().map(str::to_owned),
+            customer_id: payload.customer_id().map(str::to_owned),
+            key: payload.key,
+            event_type: payload.event_type,
+            fields: payload.fields,
+            raw,
+        }
+    }
+
+    /// Parses a raw Stigg payload (tests, tools).
+    pub fn parse(raw: &str) -> Result<Self, PayloadError> {
+        Ok(Self::new(WebhookPayload::parse(raw.as_bytes())?, raw.to_owned()))
+    }
+
+    /// Every top-level field of the payload.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+
+    /// The payload exactly as Stigg sent it.
+    pub fn raw_json(&self) -> &str {
+        &self.raw
+    }
+
+    pub fn family(&self) -> EventFamily {
+        self.event_type.family()
+    }
+}

@@ -10,10 +10,13 @@ pub mod aws;
 pub mod claim;
 pub mod config;
 pub mod event;
+pub mod handler;
 pub mod metrics;
+pub mod processor;
 pub mod queue;
 pub mod receiver;
 pub mod secrets;
+pub mod views;
 
 /// An error with its chain of causes on one line, for logs.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -1,1 +1,40 @@
-fn main() {}
+//! The `processor` Lambda: configuration -> clients -> handlers -> run.
+//!
+//! Register your own handlers in `handlers()` (see `stigg_webhooks::handler`).
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
+use stigg_webhooks::config::{ProcessEnv, ProcessorConfig};
+use stigg_webhooks::handler::{Handlers, LoggingHandler};
+use stigg_webhooks::processor::Processor;
+use stigg_webhooks::queue::EventQueue;
+use stigg_webhooks::{aws, init_error, metrics};
+
+/// Your business logic goes here.
+fn handlers() -> Handlers {
+    Handlers::new().on_all(LoggingHandler)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    metrics::init("processor");
+    let config = ProcessorConfig::from_env(&ProcessEnv).map_err(init_error)?;
+    let sdk = aws::load_sdk_config().await;
+    let store =
+        IdempotencyStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table, config.ttl, ClaimScope::Processor);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dead_letters = config.dead_letter_queue.map(|url| EventQueue::new(sqs, url));
+    if dead_letters.is_none() {
+        tracing::warn!("DEAD_LETTER_QUEUE_URL not set: poison records are left to the queue's redrive policy");
+    }
+    let processor = Processor::new(store, dead_letters, handlers(), config.max_concurrency.get());
+    let processor = &processor;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let response = processor.handle_event(event).await;
+        metrics::flush();
+        response
+    }))
+    .await
+}

@@ -1,0 +1,305 @@
+//! The processor against the real SDK and moto: handlers once per key, partial batch failures,
+//! dead-lettering with reasons, panics contained.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::SqsMessage;
+use common::*;
+use serde_json::{Value, json};
+use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
+use stigg_webhooks::config::QueueUrl;
+use stigg_webhooks::event::StiggEvent;
+use stigg_webhooks::handler::{Handler, HandlerError, Handlers};
+use stigg_webhooks::processor::{BatchReport, FailureReason, Processor, RecordOutcome};
+use stigg_webhooks::queue::EventQueue;
+
+/// A handler whose behaviour each event picks with a `behaviour` field, counting its calls.
+#[derive(Clone, Default)]
+struct Scripted {
+    calls: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Scripted {
+    fn calls(&self, key: &str) -> usize {
+        self.calls.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl Handler for Scripted {
+    async fn handle(&self, event: &StiggEvent) -> Result<(), HandlerError> {
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            let n = calls.entry(event.key.to_string()).or_default();
+            *n += 1;
+            *n
+        };
+        match event.fields().get("behaviour").and_then(Value::as_str) {
+            Some("retry_once") if n == 1 => Err(HandlerError::retryable("downstream timed out")),
+            Some("permanent") => Err(HandlerError::permanent("customer does not exist in our system")),
+            Some("panic") => panic!("handler bug"),
+            Some("slow") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+struct TestApp {
+    res: Resources,
+    dlq: QueueUrl,
+    handler: Scripted,
+    processor: Processor,
+}
+
+async fn spawn_app() -> TestApp {
+    spawn_app_with(true, &endpoint()).await
+}
+
+async fn spawn_app_with(with_dlq: bool, dlq_endpoint: &str) -> TestApp {
+    let res = Resources::create(false).await;
+    let dlq = create_queue(&res.sqs, &unique("dlq"), false).await;
+    let handler = Scripted::default();
+    let dlq_client = aws_sdk_sqs::Client::new(&sdk_config_for(dlq_endpoint).await);
+    let processor = Processor::new(
+        IdempotencyStore::new(res.ddb.clone(), res.table.clone(), Duration::from_secs(3600), ClaimScope::Processor),
+        with_dlq.then(|| EventQueue::new(dlq_client, dlq.clone())),
+        Handlers::new().on_all(handler.clone()),
+        4,
+    );
+    TestApp { res, dlq, handler, processor }
+}
+
+impl TestApp {
+    async fn process(&self, records: &[SqsMessage]) -> BatchReport {
+        self.processor.process(records, deadline_in(Duration::from_secs(30))).await
+    }
+
+    async fn dead_letters(&self) -> Vec<aws_sdk_sqs::types::Message> {
+        drain(&self.res.sqs, &self.dlq).await
+    }
+}
+
+fn record(id: &str, body: &str) -> SqsMessage {
+    record_from(id, body, "arn:aws:sqs:us-east-1:123456789012:events")
+}
+
+fn record_from(id: &str, body: &str, source_arn: &str) -> SqsMessage {
+    serde_json::from_value(json!({
+        "messageId": id, "receiptHandle": format!("rh-{id}"), "body": body,
+        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+        "eventSource": "aws:sqs", "eventSourceARN": source_arn, "awsRegion": "us-east-1"
+    }))
+    .unwrap()
+}
+
+fn event(key: &str, behaviour: &str) -> String {
+    json!({"type": "subscription.canceled", "messageId": key, "traceId": "t", "customer": {"id": "c-1"}, "behaviour": behaviour})
+        .to_string()
+}
+
+fn failed_ids(report: &BatchReport) -> Vec<String> {
+    report.response().batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
+}
+
+#[tokio::test]
+async fn a_batch_with_valid_and_poison_records_processes_the_valid_and_dead_letters_the_poison() {
+    let app = spawn_app().await;
+    let batch = [
+        record("r1", &event("k1", "ok")),
+        record("r2", "this is not json"),
+        record("r3", &event("k3", "ok")),
+        record("r4", r#"{"no_type": true}"#),
+        record("r5", &event("k5", "ok")),
+    ];
+    let report = app.process(&batch).await;
+    assert!(failed_ids(&report).is_empty(), "poison is dead-lettered, not retried");
+    assert_eq!(report.count(|o| *o == RecordOutcome::Processed), 3);
+    assert_eq!(report.count(|o| *o == RecordOutcome::DeadLettered(FailureReason::Unparseable)), 2);
+    let dead = app.dead_letters().await;
+    assert_eq!(dead.len(), 2);
+    for m in &dead {
+        assert_eq!(attr(m, "failure_reason"), Some("unparseable"));
+        assert!(attr(m, "failure_detail").is_some_and(|d| !d.is_empty()));
+        let source = attr(m, "source_message_id").unwrap();
+        let original = batch.iter().find(|r| r.message_id.as_deref() == Some(source)).unwrap();
+        assert_eq!(m.body, original.body, "the original body, untouched");
+    }
+    for k in ["k1", "k3", "k5"] {
+        assert_eq!(app.handler.calls(k), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_runs_handlers_once_per_key() {
+    let app = spawn_app().await;
+    let batch: Vec<_> = (0..6).map(|i| record(&format!("r{i}"), &event(&format!("k{i}"), "ok"))).collect();
+    let first = app.process(&batch).await;
+    assert_eq!(first.count(|o| *o == RecordOutcome::Processed), 6);
+    // SQS delivers at least once: the same records again, with new message ids.
+    let again: Vec<_> = (0..6).map(|i| record(&format!("again-{i}"), &event(&format!("k{i}"), "ok"))).collect();
+    let second = app.process(&again).await;
+    assert_eq!(second.count(|o| *o == RecordOutcome::Duplicate), 6);
+    assert!(failed_ids(&second).is_empty());
+    for i in 0..6 {
+        assert_eq!(app.handler.calls(&format!("k{i}")), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_retryable_error_is_reported_and_the_redelivery_succeeds() {
+    let app = spawn_app().await;
+    let batch = [record("r1", &event("k-retry", "retry_once")), record("r2", &event("k-fine", "ok"))];
+    let first = app.process(&batch).await;
+    assert_eq!(failed_ids(&first), ["r1"]);
+    assert!(app.res.item("processed#k-retry").await.is_none(), "the claim was released");
+    let second = app.process(&batch[..1]).await;
+    assert!(failed_ids(&second).is_empty());
+    assert_eq!(second.outcomes[0].1, RecordOutcome::Processed);
+    assert_eq!(app.handler.calls("k-retry"), 2);
+    assert_eq!(app.handler.calls("k-fine"), 1);
+    assert!(app.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_permanent_error_lands_in_the_dead_letter_queue_with_its_reason() {
+    let app = spawn_app().await;
+    let body = event("k-perm", "permanent");
+    let report = app.process(&[record("r1", &body)]).await;
+    assert!(failed_ids(&report).is_empty(), "acknowledged, not retried forever");
+    let dead = app.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    let m = &dead[0];
+    assert_eq!(m.body.as_deref(), Some(body.as_str()));
+    assert_eq!(attr(m, "failure_reason"), Some("permanent_error"));
+    assert!(attr(m, "failure_detail").unwrap().contains("customer does not exist"));
+    assert_eq!(attr(m, "event_type"), Some("subscription.canceled"));
+    assert_eq!(attr(m, "idempotency_key"), Some("k-perm"));
+    assert_eq!(attr(m, "source_message_id"), Some("r1"));
+    assert!(app.res.item("processed#k-perm").await.is_none(), "released, so a redrive is processed again");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_only_its_record() {
+    let app = spawn_app().await;
+    let batch = [
+        record("r1", &event("k-a", "ok")),
+        record("r2", &event("k-panic", "panic")),
+        record("r3", &event("k-b", "ok")),
+    ];
+    let report = app.process(&batch).await;
+    assert_eq!(failed_ids(&report), ["r2"]);
+    assert_eq!(report.count(|o| *o == RecordOutcome::Processed), 2);
+    assert!(app.res.item("processed#k-panic").await.is_none());
+}
+
+#[tokio::test]
+async fn an_sns_wrapped_event_is_processed() {
+    let app = spawn_app().await;
+    let inner = event("k-sns", "ok");
+    let body = json!({"Type": "Notification", "MessageId": "sns-1", "TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": inner}).to_string();
+    let report = app.process(&[record("r1", &body)]).await;
+    assert_eq!(report.outcomes[0].1, RecordOutcome::Processed);
+    assert_eq!(app.handler.calls("k-sns"), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_event_type_is_acknowledged() {
+    let app = spawn_app().await;
+    let report = app.process(&[record("r1", r#"{"type":"credits.brand_new_thing","eventId":"e-1"}"#)]).await;
+    assert_eq!(report.outcomes[0].1, RecordOutcome::Processed);
+    assert!(failed_ids(&report).is_empty());
+}
+
+#[tokio::test]
+async fn without_a_dead_letter_queue_poison_is_reported_failed_for_sqs_redrive() {
+    let app = spawn_app_with(false, &endpoint()).await;
+    let report = app.process(&[record("r1", "garbage"), record("r2", &event("k-perm", "permanent"))]).await;
+    assert_eq!(failed_ids(&report), ["r1", "r2"]);
+}
+
+#[tokio::test]
+async fn when_the_dead_letter_queue_is_unreachable_the_record_is_left_for_redelivery() {
+    let app = spawn_app_with(true, DEAD_ENDPOINT).await;
+    let report = app.process(&[record("r1", "garbage"), record("r2", &event("k-ok", "ok"))]).await;
+    assert_eq!(failed_ids(&report), ["r1"]);
+}
+
+#[tokio::test]
+async fn the_same_key_twice_in_one_batch_runs_its_handlers_once() {
+    let app = spawn_app().await;
+    let batch = [record("r1", &event("k-twin", "slow")), record("r2", &event("k-twin", "slow"))];
+    let report = app.process(&batch).await;
+    assert_eq!(report.count(|o| *o == RecordOutcome::Processed), 1);
+    assert_eq!(app.handler.calls("k-twin"), 1);
+    // The twin is either skipped as a duplicate or left for redelivery, which then skips it.
+    let redelivered: Vec<_> = failed_ids(&report).iter().map(|id| record(id, &event("k-twin", "slow"))).collect();
+    if !redelivered.is_empty() {
+        let again = app.process(&redelivered).await;
+        assert_eq!(again.outcomes[0].1, RecordOutcome::Duplicate);
+    }
+    assert_eq!(app.handler.calls("k-twin"), 1);
+}
+
+#[tokio::test]
+async fn on_a_fifo_queue_a_failure_returns_the_rest_of_the_batch_unprocessed() {
+    let app = spawn_app().await;
+    let arn = "arn:aws:sqs:us-east-1:123456789012:events.fifo";
+    let batch = [
+        record_from("r1", &event("f1", "ok"), arn),
+        record_from("r2", &event("f2", "retry_once"), arn),
+        record_from("r3", &event("f3", "ok"), arn),
+    ];
+    let report = app.process(&batch).await;
+    assert_eq!(failed_ids(&report), ["r2", "r3"]);
+    assert_eq!(app.handler.calls("f3"), 0, "nothing overtakes the failed record");
+    let again = app.process(&batch[1..]).await;
+    assert!(failed_ids(&again).is_empty());
+    assert_eq!(app.handler.calls("f3"), 1);
+}
+
+/// Collects everything logged while a closure-driven future runs on this thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn event_processed_is_logged_once_per_event_even_across_redeliveries() {
+    let app = spawn_app().await;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).json().finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let batch = [record("r1", &event("k-log", "ok")), record("r2", &event("k-log2", "retry_once"))];
+    app.process(&batch).await;
+    app.process(&batch).await;
+    app.process(&batch).await;
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let processed: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["fields"]["message"] == "event processed")
+        .collect();
+    assert_eq!(processed.len(), 2, "{logs}");
+    let keys: Vec<_> = processed.iter().map(|l| l["fields"]["idempotency_key"].as_str().unwrap()).collect();
+    assert!(keys.contains(&"k-log") && keys.contains(&"k-log2"));
+    assert!(processed.iter().all(|l| l["level"] == "INFO" && l["fields"]["event_type"] == "subscription.canceled"));
+    assert_eq!(logs.matches("duplicate skipped").count(), 3, "k-log twice, k-log2 once");
+}
