@@ -4,7 +4,12 @@ VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools test test-unit build lint fmt clean
+STACK ?= stigg-webhooks
+EVENT ?= events/stigg/subscription.created.json
+DEV_ENV := .local/dev/env
+DEV := cargo run -q --example stigg-dev --
+
+.PHONY: help tools test test-unit build lint fmt clean dev send poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,8 +31,39 @@ test-unit: ## Unit tests only (no emulator)
 build: tools ## Release build of both functions for Lambda (arm64)
 	cargo lambda build --release --arm64
 
-lint: tools ## cfn-lint the SAM template
+lint: tools ## cfn-lint and `sam validate --lint` the template
 	$(VENV)/bin/cfn-lint template.yaml
+	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --region us-east-1
+
+dev: tools ## Local stack: moto + both functions (cargo lambda watch) + SQS pump; Ctrl-C stops it
+	scripts/dev.sh
+
+send: ## Deliver EVENT (file or folder) like Stigg does; URL= SECRET= SEND_FLAGS="--fast --duplicates 1"
+	@if [ -z "$(URL)" ] && [ -f $(DEV_ENV) ]; then . $(DEV_ENV); fi; \
+	$(DEV) send --url "$${URL:-$${RECEIVER_URL:-http://127.0.0.1:9000/lambda-url/receiver/}}" \
+	  $(if $(SECRET),--secret "$(SECRET)") $(SEND_FLAGS) $(EVENT)
+
+poison: ## Put an unparseable message on the local events queue (watch it reach the DLQ)
+	@test -f $(DEV_ENV) || { echo "run 'make dev' first"; exit 1; }
+	@. $(DEV_ENV); $(DEV) poison --queue-url "$$EVENTS_QUEUE_URL"
+
+redrive: ## Move the DLQ back to the events queue: local stack, or the deployed STACK with AWS=1
+	@if [ -n "$(AWS)" ]; then \
+	  out=$$(SAM_CLI_TELEMETRY=0 sam list stack-outputs --stack-name $(STACK) --output json); \
+	  from=$$(echo "$$out" | python3 -c 'import json,sys; print({o["OutputKey"]:o["OutputValue"] for o in json.load(sys.stdin)}["DeadLetterQueueUrl"])'); \
+	  to=$$(echo "$$out" | python3 -c 'import json,sys; print({o["OutputKey"]:o["OutputValue"] for o in json.load(sys.stdin)}["EventsQueueUrl"])'); \
+	  $(DEV) redrive --from "$$from" --to "$$to"; \
+	else \
+	  test -f $(DEV_ENV) || { echo "run 'make dev' first (or AWS=1 for the deployed stack)"; exit 1; }; \
+	  . $(DEV_ENV); $(DEV) redrive --from "$$DEAD_LETTER_QUEUE_URL" --to "$$EVENTS_QUEUE_URL"; \
+	fi
+
+deploy: tools ## sam build + sam deploy (samconfig.toml; first time: `sam deploy --guided`)
+	SAM_CLI_TELEMETRY=0 sam build
+	SAM_CLI_TELEMETRY=0 sam deploy
+
+logs: tools ## Tail both functions' logs of the deployed STACK
+	SAM_CLI_TELEMETRY=0 sam logs --stack-name $(STACK) --tail
 
 fmt: ## Format the code
 	cargo fmt
