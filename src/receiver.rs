@@ -144,12 +144,74 @@ pub enum Accepted {
     Duplicate { same_payload: bool },
 }
 
-/// The receiver with its clients, built once per cold start and borrowed by every invocation.
+/// The checks a request passes before any I/O: method, source, secret, size, payload.
+/// Pure and synchronous, so it is fuzzed and property-tested on its own.
 #[derive(Debug, Clone)]
-pub struct Receiver {
+pub struct Gate {
     secrets: SecretSet,
     allowed_sources: Option<SourceAllowList>,
     max_body_bytes: usize,
+}
+
+/// A request that passed the gate: the validated payload and the exact text to queue.
+#[derive(Debug)]
+pub struct Admitted {
+    pub payload: WebhookPayload,
+    pub raw: String,
+}
+
+impl Gate {
+    pub fn new(secrets: SecretSet, allowed_sources: Option<SourceAllowList>, max_body_bytes: usize) -> Self {
+        Self { secrets, allowed_sources, max_body_bytes }
+    }
+
+    pub fn admit(&self, request: HttpRequest) -> Result<Admitted, ReceiveError> {
+        if !request.method.eq_ignore_ascii_case("POST") {
+            return Err(ReceiveError::MethodNotAllowed);
+        }
+        if let Some(allowed) = &self.allowed_sources {
+            let ip = request.source_ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok());
+            if !ip.is_some_and(|ip| allowed.allows(ip)) {
+                return Err(ReceiveError::ForbiddenSource);
+            }
+        }
+        let secret = request.header(SECRET_HEADER).unwrap_or_default();
+        if !self.secrets.verify(secret.as_bytes()) {
+            return Err(ReceiveError::Unauthorized);
+        }
+        let raw = self.decode_body(request)?;
+        let payload = WebhookPayload::parse(raw.as_bytes())?;
+        Ok(Admitted { payload, raw })
+    }
+
+    /// The body as text, within the size limit. Valid JSON is valid UTF-8, so a body that is not
+    /// UTF-8 is refused here as the invalid payload it is.
+    fn decode_body(&self, request: HttpRequest) -> Result<String, ReceiveError> {
+        let limit = self.max_body_bytes;
+        let body = request.body.unwrap_or_default();
+        let bytes = if request.is_base64_encoded {
+            // Refuse before decoding anything that cannot fit once decoded.
+            if body.len() / 4 * 3 > limit + 3 {
+                return Err(ReceiveError::TooLarge { limit });
+            }
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(body.trim_end())
+                .map_err(|_| ReceiveError::InvalidBase64)?;
+            String::from_utf8(decoded).map_err(|e| PayloadError::NotJson(e.to_string()))?
+        } else {
+            body
+        };
+        if bytes.len() > limit {
+            return Err(ReceiveError::TooLarge { limit });
+        }
+        Ok(bytes)
+    }
+}
+
+/// The receiver with its clients, built once per cold start and borrowed by every invocation.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    gate: Gate,
     store: IdempotencyStore,
     queue: EventQueue,
 }
@@ -170,7 +232,7 @@ impl Receiver {
         store: IdempotencyStore,
         queue: EventQueue,
     ) -> Self {
-        Self { secrets, allowed_sources, max_body_bytes, store, queue }
+        Self { gate: Gate::new(secrets, allowed_sources, max_body_bytes), store, queue }
     }
 
     /// The Lambda entry point: never fails, every outcome is an HTTP answer.
@@ -219,48 +281,11 @@ impl Receiver {
         deadline: SystemTime,
         log: &mut RequestLog,
     ) -> Result<Accepted, ReceiveError> {
-        if !request.method.eq_ignore_ascii_case("POST") {
-            return Err(ReceiveError::MethodNotAllowed);
-        }
-        if let Some(allowed) = &self.allowed_sources {
-            let ip = request.source_ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok());
-            if !ip.is_some_and(|ip| allowed.allows(ip)) {
-                return Err(ReceiveError::ForbiddenSource);
-            }
-        }
-        let secret = request.header(SECRET_HEADER).unwrap_or_default();
-        if !self.secrets.verify(secret.as_bytes()) {
-            return Err(ReceiveError::Unauthorized);
-        }
-        let raw = self.decode_body(request)?;
-        let payload = WebhookPayload::parse(raw.as_bytes())?;
+        let Admitted { payload, raw } = self.gate.admit(request)?;
         log.key = Some(payload.key.to_string());
         log.event_type = Some(payload.event_type.to_string());
         log.trace_id = payload.trace_id().map(str::to_owned);
         self.accept(&payload, &raw, deadline).await
-    }
-
-    /// The body as text, within the size limit. Valid JSON is valid UTF-8, so a body that is not
-    /// UTF-8 is refused here as the invalid payload it is.
-    fn decode_body(&self, request: HttpRequest) -> Result<String, ReceiveError> {
-        let limit = self.max_body_bytes;
-        let body = request.body.unwrap_or_default();
-        let bytes = if request.is_base64_encoded {
-            // Refuse before decoding anything that cannot fit once decoded.
-            if body.len() / 4 * 3 > limit + 3 {
-                return Err(ReceiveError::TooLarge { limit });
-            }
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(body.trim_end())
-                .map_err(|_| ReceiveError::InvalidBase64)?;
-            String::from_utf8(decoded).map_err(|e| PayloadError::NotJson(e.to_string()))?
-        } else {
-            body
-        };
-        if bytes.len() > limit {
-            return Err(ReceiveError::TooLarge { limit });
-        }
-        Ok(bytes)
     }
 
     /// Claim, enqueue, complete. The order is what makes a 2XX mean "in the queue".

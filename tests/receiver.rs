@@ -46,7 +46,7 @@ async fn spawn_app() -> TestApp {
 async fn spawn_app_with(options: Options) -> TestApp {
     let res = Resources::create(options.fifo).await;
     let (ddb_calls, sqs_calls) = (Recorder::default(), Recorder::default());
-    let receiver = receiver_via(&res, &options, &ddb_calls, &sqs_calls, &endpoint(), &endpoint()).await;
+    let receiver = receiver_via(&res, &options, &ddb_calls, &sqs_calls, &ddb_endpoint(), &endpoint()).await;
     TestApp { res, options, receiver, ddb_calls, sqs_calls }
 }
 
@@ -312,6 +312,82 @@ async fn malformed_payloads_get_400_and_write_nothing() {
     assert_nothing_written(&app).await;
 }
 
+/// One table of every malformed request the receiver can meet, each as a whole function-URL
+/// event, with the documented status; none of them may write anything anywhere.
+#[tokio::test]
+async fn every_malformed_request_gets_its_documented_status_and_writes_nothing() {
+    let app = spawn_app_with(Options { max_body_bytes: 4096, ..Options::default() }).await;
+    let ok = event("m-ok");
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let deep = format!("{{\"type\":\"x\",\"n\":{}{}}}", "[".repeat(200), "]".repeat(200));
+    let huge_id = json!({"type": "x", "messageId": "m".repeat(513)}).to_string();
+    let req = |method: &str, headers: Value, body: &str, base64: bool| {
+        json!({"version": "2.0", "headers": headers, "body": body, "isBase64Encoded": base64,
+               "requestContext": {"http": {"method": method, "sourceIp": "18.119.35.43"}}})
+    };
+    let auth = json!({"stigg-webhooks-secret": SECRET});
+    let cases: Vec<(&str, Value, u16)> = vec![
+        ("GET", req("GET", auth.clone(), &ok, false), 405),
+        ("PUT", req("PUT", auth.clone(), &ok, false), 405),
+        ("DELETE", req("DELETE", auth.clone(), &ok, false), 405),
+        ("HEAD", req("HEAD", auth.clone(), &ok, false), 405),
+        ("no method at all", json!({"headers": auth.clone(), "body": ok}), 405),
+        ("no secret header", req("POST", json!({}), &ok, false), 401),
+        ("empty secret", req("POST", json!({"stigg-webhooks-secret": ""}), &ok, false), 401),
+        ("wrong secret", req("POST", json!({"stigg-webhooks-secret": "guess"}), &ok, false), 401),
+        ("secret with a suffix", req("POST", json!({"stigg-webhooks-secret": format!("{SECRET}x")}), &ok, false), 401),
+        (
+            "two secrets joined",
+            req("POST", json!({"stigg-webhooks-secret": format!("{OLD_SECRET},{SECRET}")}), &ok, false),
+            401,
+        ),
+        ("secret in another header", req("POST", json!({"x-stigg-webhooks-secret": SECRET}), &ok, false), 401),
+        ("secret as a number", req("POST", json!({"stigg-webhooks-secret": 42}), &ok, false), 401),
+        ("headers not an object", req("POST", json!("stigg-webhooks-secret"), &ok, false), 401),
+        (
+            "oversized body",
+            req("POST", auth.clone(), &format!("{{\"type\":\"x\",\"p\":\"{}\"}}", "a".repeat(5000)), false),
+            413,
+        ),
+        ("oversized base64 body", req("POST", auth.clone(), &b64(&[b'a'; 6000]), true), 413),
+        ("no body", json!({"headers": auth.clone(), "requestContext": {"http": {"method": "POST"}}}), 400),
+        ("empty body", req("POST", auth.clone(), "", false), 400),
+        ("not JSON", req("POST", auth.clone(), "type=subscription.created", false), 400),
+        ("truncated JSON", req("POST", auth.clone(), "{\"type\":\"x\"", false), 400),
+        ("JSON array", req("POST", auth.clone(), "[{\"type\":\"x\"}]", false), 400),
+        ("JSON string", req("POST", auth.clone(), "\"subscription.created\"", false), 400),
+        ("JSON number", req("POST", auth.clone(), "42", false), 400),
+        ("JSON null", req("POST", auth.clone(), "null", false), 400),
+        ("type missing", req("POST", auth.clone(), "{\"messageId\":\"m\"}", false), 400),
+        ("type a number", req("POST", auth.clone(), "{\"type\":7}", false), 400),
+        ("type an object", req("POST", auth.clone(), "{\"type\":{\"name\":\"x\"}}", false), 400),
+        ("type empty", req("POST", auth.clone(), "{\"type\":\"\"}", false), 400),
+        ("messageId huge", req("POST", auth.clone(), &huge_id, false), 400),
+        (
+            "messageId with a control character",
+            req("POST", auth.clone(), r#"{"type":"x","messageId":"a\u0007"}"#, false),
+            400,
+        ),
+        ("invalid UTF-8", req("POST", auth.clone(), &b64(b"{\"type\":\"\xc3\x28\"}"), true), 400),
+        ("invalid base64", req("POST", auth.clone(), "%%%=", true), 400),
+        ("base64 flag on plain JSON", req("POST", auth.clone(), &ok, true), 400),
+        ("deeply nested JSON", req("POST", auth.clone(), &deep, false), 400),
+        ("U+FFFF in a string", req("POST", auth.clone(), "{\"type\":\"x\",\"n\":\"\u{FFFF}\"}", false), 400),
+    ];
+    for (name, request, expected) in cases {
+        let reply = app.send(HttpRequest::from_event(request)).await;
+        assert_eq!(reply.status(), i64::from(expected), "{name}");
+        assert!(reply.json()["error"].is_string(), "{name}: a small JSON error body");
+    }
+    assert_eq!(app.ddb_calls.total() + app.sqs_calls.total(), 0, "no AWS call for a malformed request");
+    assert_nothing_written(&app).await;
+    // Header-name case never matters, and the control case is accepted.
+    for name in ["Stigg-Webhooks-Secret", "STIGG-WEBHOOKS-SECRET", "sTiGg-WeBhOoKs-SeCrEt"] {
+        let reply = app.send(HttpRequest::from_event(req("POST", json!({name: SECRET}), &event(name), false))).await;
+        assert_eq!(reply.status(), 202, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn a_late_duplicate_gets_2xx_costs_one_write_and_queues_nothing() {
     let app = spawn_app().await;
@@ -372,7 +448,7 @@ async fn an_in_flight_claim_gets_409_and_a_crashed_one_is_taken_over_after_its_l
 #[tokio::test]
 async fn when_sqs_refuses_the_claim_is_rolled_back_and_the_retry_is_accepted() {
     let app = spawn_app().await;
-    let broken = app.receiver_via(&endpoint(), DEAD_ENDPOINT).await;
+    let broken = app.receiver_via(&ddb_endpoint(), DEAD_ENDPOINT).await;
     let reply = broken.handle(post(&event("m-sqs-down")), deadline_in(Duration::from_secs(10))).await;
     assert_eq!(reply.status_code, 503);
     assert!(!reply.body.unwrap().contains("127.0.0.1"), "no internal detail in the answer");

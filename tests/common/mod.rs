@@ -2,6 +2,9 @@
 //! started by `make test`), one fresh table and queue per test.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+pub mod runtime_api;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -24,6 +27,12 @@ use stigg_webhooks::config::{QueueUrl, TableName};
 pub fn endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL")
         .expect("AWS_ENDPOINT_URL is not set: integration tests run against moto; use `make test`, which starts it")
+}
+
+/// DynamoDB's endpoint: `AWS_ENDPOINT_URL_DYNAMODB` when set (DynamoDB Local cross-check),
+/// else the emulator's.
+pub fn ddb_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| endpoint())
 }
 
 pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
@@ -109,9 +118,8 @@ pub struct Resources {
 
 impl Resources {
     pub async fn create(fifo: bool) -> Self {
-        let sdk = sdk_config().await;
-        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk_config_for(&ddb_endpoint()).await);
+        let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
         let table = unique("idem");
         create_table(&ddb, &table).await;
         let queue = create_queue(&sqs, &unique("events"), fifo).await;

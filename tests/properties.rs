@@ -1,0 +1,176 @@
+//! Properties of everything the receiver does before any I/O: the request gate, key derivation
+//! and secret matching. No emulator needed; proptest shrinks any counterexample it finds.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+use stigg_webhooks::event::{IdempotencyKey, WebhookPayload, sha256_hex};
+use stigg_webhooks::receiver::{Gate, HttpRequest, ReceiveError};
+use stigg_webhooks::secrets::SecretSet;
+
+const SECRET: &str = "property-secret-0123456789";
+const LIMIT: usize = 4096;
+
+fn gate() -> Gate {
+    Gate::new(SecretSet::parse(&format!("old-secret-abcdefghij, {SECRET}")).unwrap(), None, LIMIT)
+}
+
+fn post(body: String, secret: &str) -> HttpRequest {
+    HttpRequest {
+        method: "POST".into(),
+        headers: HashMap::from([("stigg-webhooks-secret".to_owned(), secret.to_owned())]),
+        body: Some(body),
+        is_base64_encoded: false,
+        source_ip: Some("18.119.35.43".into()),
+    }
+}
+
+/// Arbitrary JSON, nested a few levels.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        ".{0,20}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,10}", inner, 0..8).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A flat Stigg-shaped object: a string `type`, maybe ids, plus arbitrary fields of its own.
+fn stigg_object() -> impl Strategy<Value = Map<String, Value>> {
+    (
+        "[a-zA-Z_.]{1,40}",
+        prop::option::of("[ -~]{0,80}"),
+        prop::option::of("[ -~]{0,80}"),
+        prop::collection::btree_map("[a-z]{1,12}", json_value(), 0..6),
+    )
+        .prop_map(|(ty, message_id, event_id, extra)| {
+            let mut m: Map<String, Value> = extra.into_iter().collect();
+            m.insert("type".into(), json!(ty));
+            if let Some(id) = message_id {
+                m.insert("messageId".into(), json!(id));
+            }
+            if let Some(id) = event_id {
+                m.insert("eventId".into(), json!(id));
+            }
+            m
+        })
+}
+
+fn status(r: &Result<stigg_webhooks::receiver::Admitted, ReceiveError>) -> u16 {
+    r.as_ref().map(|_| 202).unwrap_or_else(ReceiveError::status)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Any function-URL event at all, however malformed, maps to a request without panicking,
+    /// and the gate answers with one of the documented statuses.
+    #[test]
+    fn any_event_gets_a_documented_status_and_never_panics(event in json_value()) {
+        let request = HttpRequest::from_event(event);
+        let s = status(&gate().admit(request));
+        prop_assert!([202, 400, 401, 405, 413].contains(&s), "status {s}");
+    }
+
+    /// Arbitrary bytes and headers: no panic; without the right secret, never past 401.
+    #[test]
+    fn without_a_matching_secret_nothing_is_admitted(
+        method in prop_oneof![Just("POST".to_owned()), "[A-Za-z]{0,8}"],
+        secret in ".{0,40}",
+        body in ".{0,600}",
+        b64 in any::<bool>(),
+    ) {
+        prop_assume!(secret.trim() != SECRET && secret.trim() != "old-secret-abcdefghij");
+        let mut request = post(body, &secret);
+        request.method = method;
+        request.is_base64_encoded = b64;
+        let s = status(&gate().admit(request));
+        prop_assert!(s == 401 || s == 405, "status {s}");
+    }
+
+    /// With the secret, every flat object with a string `type` is admitted and queued verbatim.
+    #[test]
+    fn every_stigg_shaped_object_is_admitted_byte_for_byte(object in stigg_object()) {
+        let body = Value::Object(object).to_string();
+        prop_assume!(body.len() <= LIMIT);
+        match gate().admit(post(body.clone(), SECRET)) {
+            Ok(admitted) => prop_assert_eq!(admitted.raw, body),
+            // The only refusal for such an object: an id that cannot be a key.
+            Err(ReceiveError::InvalidPayload(e)) => prop_assert!(e.to_string().contains("Id"), "{e}"),
+            Err(e) => prop_assert!(false, "unexpected {e}"),
+        }
+    }
+
+    /// Base64 is transport only: the same bytes admit the same raw text either way.
+    #[test]
+    fn base64_and_plain_bodies_are_admitted_alike(object in stigg_object()) {
+        let body = Value::Object(object).to_string();
+        prop_assume!(body.len() <= LIMIT);
+        let plain = gate().admit(post(body.clone(), SECRET)).map(|a| (a.raw, a.payload.key));
+        let mut request = post(base64::engine::general_purpose::STANDARD.encode(&body), SECRET);
+        request.is_base64_encoded = true;
+        let encoded = gate().admit(request).map(|a| (a.raw, a.payload.key));
+        prop_assert_eq!(plain.map_err(|e| e.status()), encoded.map_err(|e| e.status()));
+    }
+
+    /// Bodies over the limit are refused as too large, whatever they contain.
+    #[test]
+    fn bodies_over_the_limit_are_413(extra in 1usize..2000, fill in "[a-z]") {
+        let body = format!("{{\"type\":\"x\",\"p\":\"{}\"}}", fill.repeat(LIMIT + extra));
+        prop_assert_eq!(status(&gate().admit(post(body, SECRET))), 413);
+    }
+
+    /// Key derivation: `messageId`, else `eventId`, else the body digest; the same bytes always
+    /// give the same key, and an id-less body's key is its SHA-256.
+    #[test]
+    fn the_key_follows_message_id_then_event_id_then_body_digest(object in stigg_object()) {
+        let raw = Value::Object(object.clone()).to_string();
+        let Ok(payload) = WebhookPayload::parse(raw.as_bytes()) else { return Ok(()) };
+        let id = |f: &str| object.get(f).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+        let expected = id("messageId").or_else(|| id("eventId")).unwrap_or_else(|| sha256_hex(raw.as_bytes()));
+        prop_assert_eq!(payload.key.as_str(), expected.as_str());
+        prop_assert_eq!(WebhookPayload::parse(raw.as_bytes()).unwrap().key, payload.key);
+    }
+
+    /// Distinct ids never collide, and an id can never pose as another body's digest key
+    /// unless it is literally that digest.
+    #[test]
+    fn distinct_message_ids_give_distinct_keys(a in "[ -~]{1,60}", b in "[ -~]{1,60}") {
+        prop_assume!(a != b);
+        let ka = IdempotencyKey::parse(&a).unwrap();
+        let kb = IdempotencyKey::parse(&b).unwrap();
+        prop_assert_ne!(ka, kb);
+    }
+
+    /// Keys accepted from outside are bounded and free of control characters.
+    #[test]
+    fn parsed_keys_are_bounded_and_printable(s in "\\PC{0,600}|.{0,600}") {
+        if let Ok(k) = IdempotencyKey::parse(&s) {
+            prop_assert!(!k.as_str().is_empty() && k.as_str().len() <= 512);
+            prop_assert!(!k.as_str().chars().any(char::is_control));
+        }
+    }
+
+    /// Every secret of a rotation list is accepted, with or without blanks around it; anything
+    /// else is refused.
+    #[test]
+    fn every_listed_secret_matches_and_nothing_else_does(
+        secrets in prop::collection::vec("[!-+--~]{1,40}", 1..5),
+        probe in "[ -~]{0,40}",
+    ) {
+        let set = SecretSet::parse(&secrets.join(" , ")).unwrap();
+        for s in &secrets {
+            prop_assert!(set.verify(s.as_bytes()));
+        }
+        prop_assert_eq!(set.verify(probe.as_bytes()), secrets.contains(&probe));
+    }
+}
