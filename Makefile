@@ -9,7 +9,7 @@ EVENT ?= events/stigg/subscription.created.json
 DEV_ENV := .local/dev/env
 DEV := cargo run -q --example stigg-dev --
 
-.PHONY: help tools test test-unit build lint fmt clean dev send poison redrive deploy logs
+.PHONY: help tools test test-unit test-faults test-ddb-local bench fuzz build lint fmt clean dev send poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,20 @@ test: tools ## Unit + integration tests (integration against a private moto on 1
 
 test-unit: ## Unit tests only (no emulator)
 	cargo test --lib --bins
+
+test-faults: tools ## The fault suite alone: crashes, outages, throttling, Stigg's retry schedule (~2 min)
+	scripts/with-moto.sh cargo test --test faults
+
+test-ddb-local: tools ## Claim-protocol tests against AWS's DynamoDB Local (npm, Java 17) in a private netns
+	scripts/test-ddb-local.sh
+
+fuzz: ## Fuzz request parsing and key derivation (nightly + cargo-fuzz): FUZZ_SECONDS=600 per target
+	scripts/fuzz.sh "" $${FUZZ_SECONDS:-600}
+
+bench: tools ## Release binaries under a local Runtime API against moto; writes BENCHMARKS.md
+	cargo build --release --bins
+	mkdir -p target/bench-bin && cp target/release/receiver target/release/processor target/bench-bin/
+	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench stack
 
 build: tools ## Release build of both functions for Lambda (arm64)
 	cargo lambda build --release --arm64

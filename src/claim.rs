@@ -133,6 +133,20 @@ impl IdempotencyStore {
         self.scope
     }
 
+    /// One cheap read (half a read unit) so the HTTPS connection, credentials and endpoint are
+    /// ready before the first event. The key cannot collide with an event's: it has a space.
+    pub async fn warm_up(&self) -> Result<(), StoreError> {
+        self.client
+            .get_item()
+            .table_name(self.table.as_str())
+            .key("pk", s("warm up"))
+            .projection_expression("pk")
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        Ok(())
+    }
+
     /// Tries to claim `key` until `lease_until` (the invocation's deadline).
     /// `payload_sha256` fingerprints the payload, to notice a key reused for different bytes.
     pub async fn claim(

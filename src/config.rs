@@ -151,6 +151,9 @@ pub struct ReceiverConfig {
     pub ttl: Duration,
     pub max_body_bytes: usize,
     pub allowed_sources: Option<SourceAllowList>,
+    /// Open the DynamoDB and SQS connections during the cold start (`WARM_UP_CONNECTIONS`,
+    /// default true).
+    pub warm_up: bool,
 }
 
 impl ReceiverConfig {
@@ -176,6 +179,7 @@ impl ReceiverConfig {
             ttl: ttl_from_env(env)?,
             max_body_bytes: positive(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?.get(),
             allowed_sources,
+            warm_up: boolean(env, "WARM_UP_CONNECTIONS", true)?,
         })
     }
 }
@@ -210,6 +214,15 @@ fn ttl_from_env(env: &impl Env) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(positive(env, "IDEMPOTENCY_TTL_SECONDS", DEFAULT_TTL.as_secs() as usize)?.get() as u64))
 }
 
+fn boolean(env: &impl Env, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match env.value(var).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if ["true", "1", "yes"].contains(&v.as_str()) => Ok(true),
+        Some(v) if ["false", "0", "no"].contains(&v.as_str()) => Ok(false),
+        Some(v) => Err(invalid(var, format!("expected true or false, got {v:?}"))),
+    }
+}
+
 fn positive(env: &impl Env, var: &'static str, default: usize) -> Result<NonZeroUsize, ConfigError> {
     match env.value(var) {
         None => Ok(NonZeroUsize::new(default).expect("defaults are positive")),
@@ -235,6 +248,9 @@ mod tests {
         assert!(c.allowed_sources.is_none());
         assert!(!c.queue.is_fifo());
         assert!(matches!(c.secrets, SecretSource::Inline(ref s) if s.len() == 2));
+        assert!(c.warm_up);
+        let off = [BASE[0], BASE[1], BASE[2], ("WARM_UP_CONNECTIONS", "False")];
+        assert!(!ReceiverConfig::from_env(&off).unwrap().warm_up);
     }
 
     #[test]
@@ -255,6 +271,7 @@ mod tests {
             ("IDEMPOTENCY_TTL_SECONDS", "-5"),
             ("ALLOWED_SOURCE_CIDRS", "18.119.35.43/33"),
             ("ALLOWED_SOURCE_CIDRS", "not-an-ip"),
+            ("WARM_UP_CONNECTIONS", "sometimes"),
         ];
         for (var, value) in cases {
             let env = [BASE[0], BASE[1], BASE[2], (var, value)];

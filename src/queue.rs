@@ -56,6 +56,23 @@ impl EventQueue {
         self.url.is_fifo()
     }
 
+    /// One cheap request (GetQueueAttributes) so the HTTPS connection, credentials and endpoint
+    /// are ready before the first event.
+    pub async fn warm_up(&self) -> Result<(), QueueError> {
+        self.client
+            .get_queue_attributes()
+            .queue_url(self.url.as_str())
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| QueueError {
+                queue: self.url.as_str().to_owned(),
+                detail: DisplayErrorContext(&e).to_string(),
+                source: Box::new(e),
+            })?;
+        Ok(())
+    }
+
     /// Sends the message; returns the SQS message id.
     pub async fn send(&self, message: Outbound<'_>) -> Result<String, QueueError> {
         let mut request = self.client.send_message().queue_url(self.url.as_str()).message_body(message.body);

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlResponse;
 use aws_lambda_events::http::{HeaderValue, header};
@@ -233,6 +233,21 @@ impl Receiver {
         queue: EventQueue,
     ) -> Self {
         Self { gate: Gate::new(secrets, allowed_sources, max_body_bytes), store, queue }
+    }
+
+    /// Opens the DynamoDB and SQS connections during the cold start, so the first webhook does
+    /// not pay for TLS handshakes. Best effort and bounded: a failure here is only logged, the
+    /// first request then connects as usual.
+    pub async fn warm_up(&self, within: Duration) {
+        let both = futures::future::join(self.store.warm_up(), self.queue.warm_up());
+        match tokio::time::timeout(within, both).await {
+            Ok((Ok(()), Ok(()))) => tracing::debug!("connections warmed up"),
+            Ok((store, queue)) => {
+                let cause = store.err().map(|e| e.to_string()).or(queue.err().map(|e| e.to_string()));
+                tracing::warn!(error = cause.unwrap_or_default(), "warm-up request failed; continuing");
+            }
+            Err(_) => tracing::warn!("warm-up timed out; continuing"),
+        }
     }
 
     /// The Lambda entry point: never fails, every outcome is an HTTP answer.

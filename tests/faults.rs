@@ -338,8 +338,17 @@ async fn stiggs_whole_retry_schedule_rides_out_a_45_second_sqs_outage() {
     let res = Resources::create(false).await;
     let proxy = FaultProxy::start(&endpoint()).await;
     let api = RuntimeApi::start(Duration::from_secs(10)).await;
-    let _receiver =
-        FunctionProcess::spawn(binary("receiver").as_path(), &api, &receiver_env(&res, &ddb_endpoint(), &proxy.url()));
+    // One process per concurrent delivery, as Lambda scales out: a single busy process would make
+    // the emulator answer 502 for deliveries queued behind slow 503s.
+    let _receivers: Vec<_> = (0..5)
+        .map(|_| {
+            FunctionProcess::spawn(
+                binary("receiver").as_path(),
+                &api,
+                &receiver_env(&res, &ddb_endpoint(), &proxy.url()),
+            )
+        })
+        .collect();
     let dir = std::env::temp_dir().join(unique("outage"));
     std::fs::create_dir_all(&dir).unwrap();
     for i in 0..5 {
@@ -363,11 +372,13 @@ async fn stiggs_whole_retry_schedule_rides_out_a_45_second_sqs_outage() {
         .expect("run the simulator");
     let proxy = outage.await.unwrap();
     let out = String::from_utf8_lossy(&sim.stdout);
+    eprintln!("{out}");
     assert!(sim.status.success(), "{out}{}", String::from_utf8_lossy(&sim.stderr));
     assert!(out.contains("accepted=5 duplicate=0 failed=0"), "{out}");
     for line in out.lines().filter(|l| l.starts_with('e')) {
         let attempts: usize = line.split("attempts=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
         assert!((5..=7).contains(&attempts), "accepted on a spaced retry after the outage: {line}");
+        assert!(!line.contains("502"), "every failed attempt is a clean 503: {line}");
     }
     assert!(proxy.refused() > 0);
     assert_eq!(res.drain().await.len(), 5);

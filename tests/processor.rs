@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -266,7 +266,18 @@ async fn on_a_fifo_queue_a_failure_returns_the_rest_of_the_batch_unprocessed() {
     assert_eq!(app.handler.calls("f3"), 1);
 }
 
-/// Collects everything logged while a closure-driven future runs on this thread.
+/// Everything this test binary logs, as JSON lines. Installed as the global subscriber once: a
+/// thread-scoped one races with callsite interest registered by tests on other threads.
+fn captured_logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).json().init();
+        captured
+    })
+}
+
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -282,21 +293,21 @@ impl Write for Captured {
 
 #[tokio::test]
 async fn event_processed_is_logged_once_per_event_even_across_redeliveries() {
+    let captured = captured_logs();
     let app = spawn_app().await;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).json().finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
     let batch = [record("r1", &event("k-log", "ok")), record("r2", &event("k-log2", "retry_once"))];
     app.process(&batch).await;
     app.process(&batch).await;
     app.process(&batch).await;
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let processed: Vec<Value> = logs
+    // Only this test's keys: other tests log into the same buffer.
+    let mine: Vec<Value> = String::from_utf8(captured.0.lock().unwrap().clone())
+        .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|l| l["fields"]["message"] == "event processed")
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| ["k-log", "k-log2"].contains(&l["fields"]["idempotency_key"].as_str().unwrap_or_default()))
         .collect();
+    let logs = mine.iter().map(Value::to_string).collect::<Vec<_>>().join("\n");
+    let processed: Vec<&Value> = mine.iter().filter(|l| l["fields"]["message"] == "event processed").collect();
     assert_eq!(processed.len(), 2, "{logs}");
     let keys: Vec<_> = processed.iter().map(|l| l["fields"]["idempotency_key"].as_str().unwrap()).collect();
     assert!(keys.contains(&"k-log") && keys.contains(&"k-log2"));

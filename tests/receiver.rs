@@ -519,7 +519,7 @@ async fn a_fifo_queue_gets_the_customer_as_group_and_a_digest_of_the_key_as_dedu
 async fn secrets_can_be_read_from_an_ssm_secure_string() {
     let sdk = sdk_config().await;
     let name = format!("/stigg/{}", unique("secret"));
-    aws_sdk_ssm::Client::new(&sdk)
+    aws_sdk_ssm::Client::new(&admin_config_for(&endpoint()).await)
         .put_parameter()
         .name(&name)
         .value(format!("{OLD_SECRET},{SECRET}"))

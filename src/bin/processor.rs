@@ -16,7 +16,9 @@ fn handlers() -> Handlers {
     Handlers::new().on_all(LoggingHandler)
 }
 
-#[tokio::main]
+// One thread: Lambda gives a small function a fraction of one vCPU, and the work is I/O-bound;
+// a multi-thread runtime only adds cross-thread wake-ups (measured in BENCHMARKS.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     metrics::init("processor");

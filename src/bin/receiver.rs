@@ -8,7 +8,9 @@ use stigg_webhooks::queue::EventQueue;
 use stigg_webhooks::receiver::Receiver;
 use stigg_webhooks::{aws, init_error, metrics};
 
-#[tokio::main]
+// One thread: Lambda gives a small function a fraction of one vCPU, and the work is I/O-bound;
+// a multi-thread runtime only adds cross-thread wake-ups (measured in BENCHMARKS.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     metrics::init("receiver");
@@ -26,6 +28,9 @@ async fn main() -> Result<(), Error> {
         IdempotencyStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table, config.ttl, ClaimScope::Receiver);
     let queue = EventQueue::new(aws_sdk_sqs::Client::new(&sdk), config.queue);
     let receiver = Receiver::new(secrets, config.allowed_sources, config.max_body_bytes, store, queue);
+    if config.warm_up {
+        receiver.warm_up(std::time::Duration::from_secs(2)).await;
+    }
     let receiver = &receiver;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let response = receiver.handle_event(event).await;

@@ -46,6 +46,25 @@ pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
         .await
 }
 
+/// For setting up and inspecting test resources: generous timeouts, so a loaded CI machine
+/// slowing moto down does not make an admin call time out and retry (a retried CreateTable
+/// would then fail with "already exists"). Code under test gets [`sdk_config_for`].
+pub async fn admin_config_for(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(stigg_webhooks::aws::http_client())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .load()
+        .await
+}
+
 pub async fn sdk_config() -> SdkConfig {
     sdk_config_for(&endpoint()).await
 }
@@ -72,6 +91,11 @@ impl Recorder {
 
     pub fn total(&self) -> usize {
         self.calls.lock().unwrap().values().sum()
+    }
+
+    /// Requests so far, by operation name.
+    pub fn clone_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        self.calls.lock().unwrap().iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     pub fn reset(&self) {
@@ -118,8 +142,8 @@ pub struct Resources {
 
 impl Resources {
     pub async fn create(fifo: bool) -> Self {
-        let ddb = aws_sdk_dynamodb::Client::new(&sdk_config_for(&ddb_endpoint()).await);
-        let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+        let ddb = aws_sdk_dynamodb::Client::new(&admin_config_for(&ddb_endpoint()).await);
+        let sqs = aws_sdk_sqs::Client::new(&admin_config_for(&endpoint()).await);
         let table = unique("idem");
         create_table(&ddb, &table).await;
         let queue = create_queue(&sqs, &unique("events"), fifo).await;
