@@ -9,7 +9,7 @@ EVENT ?= events/stigg/subscription.created.json
 DEV_ENV := .local/dev/env
 DEV := cargo run -q --example stigg-dev --
 
-.PHONY: help tools test test-unit test-faults test-ddb-local bench fuzz build lint fmt clean dev send poison redrive deploy logs
+.PHONY: help tools test test-unit test-faults test-ddb-local bench profile fuzz build lint fmt clean dev send poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench: tools ## Release binaries under a local Runtime API against moto; writes 
 	cargo build --release --bins
 	mkdir -p target/bench-bin && cp target/release/receiver target/release/processor target/bench-bin/
 	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench stack
+
+profile: tools ## Instruction counts (callgrind) of both functions under the bench harness
+	scripts/profile.sh
 
 build: tools ## Release build of both functions for Lambda (arm64)
 	cargo lambda build --release --arm64
