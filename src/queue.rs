@@ -1,7 +1,7 @@
 //! SQS adapter: sends one message with string attributes, to a standard or FIFO queue.
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::MessageAttributeValue;
 
 use crate::config::QueueUrl;
@@ -22,8 +22,9 @@ pub struct FifoIds {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("SQS SendMessage to {queue} failed: {detail}")]
+#[error("SQS {operation} on {queue} failed: {detail}")]
 pub struct QueueError {
+    operation: &'static str,
     queue: String,
     detail: String,
     #[source]
@@ -34,6 +35,19 @@ impl QueueError {
     /// SQS failures are worth retrying: nothing was queued.
     pub fn is_retryable(&self) -> bool {
         true
+    }
+
+    fn sqs<E, R>(operation: &'static str, queue: &QueueUrl, err: SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        Self {
+            operation,
+            queue: queue.as_str().to_owned(),
+            detail: DisplayErrorContext(&err).to_string(),
+            source: Box::new(err),
+        }
     }
 }
 
@@ -65,11 +79,7 @@ impl EventQueue {
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| QueueError {
-                queue: self.url.as_str().to_owned(),
-                detail: DisplayErrorContext(&e).to_string(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| QueueError::sqs("GetQueueAttributes", &self.url, e))?;
         Ok(())
     }
 
@@ -87,11 +97,7 @@ impl EventQueue {
         if let (true, Some(ids)) = (self.url.is_fifo(), message.fifo) {
             request = request.message_group_id(ids.group_id).message_deduplication_id(ids.deduplication_id);
         }
-        let out = request.send().await.map_err(|e| QueueError {
-            queue: self.url.as_str().to_owned(),
-            detail: DisplayErrorContext(&e).to_string(),
-            source: Box::new(e),
-        })?;
+        let out = request.send().await.map_err(|e| QueueError::sqs("SendMessage", &self.url, e))?;
         Ok(out.message_id.unwrap_or_default())
     }
 }
