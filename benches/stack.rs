@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::runtime_api::{FunctionProcess, RuntimeApi, binary};
+use common::runtime_api::{FunctionProcess, RuntimeApi, binary, function_url_post};
 use common::*;
 use serde_json::{Value, json};
 use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
@@ -131,13 +131,7 @@ fn stigg_event(template: &Value, id: &str) -> String {
 }
 
 fn function_url_event(body: &str) -> Value {
-    json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
-        "headers": {"stigg-webhooks-secret": SECRET, "content-type": "application/json", "user-agent": "Stigg"},
-        "requestContext": {"http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1", "sourceIp": "18.119.35.43", "userAgent": "Stigg"},
-                           "timeEpoch": 0, "requestId": "r", "domainName": "x.lambda-url.us-east-1.on.aws"},
-        "body": body, "isBase64Encoded": false
-    })
+    function_url_post(SECRET, body)
 }
 
 /// CPU time (user + system) of a process, all threads, from the scheduler's ns counters.
@@ -544,20 +538,17 @@ fn render(r: Report) -> String {
         mb(stripped_receiver),
         ok(stripped_receiver <= 8_000_000)
     );
-    let _ = writeln!(
-        s,
-        "| DynamoDB per new event | ≤ 2 writes, 0 reads | {}, {} | {} |",
-        plural(writes(&r.counts[0]), "write"),
-        plural(reads(&r.counts[0]), "read"),
-        ok(writes(&r.counts[0]) <= 2 && reads(&r.counts[0]) == 0)
-    );
-    let _ = writeln!(
-        s,
-        "| DynamoDB per late duplicate | ≤ 1 write, 0 reads | {}, {} | {} |\n",
-        plural(writes(&r.counts[1]), "write"),
-        plural(reads(&r.counts[1]), "read"),
-        ok(writes(&r.counts[1]) <= 1 && reads(&r.counts[1]) == 0)
-    );
+    for (what, max_writes, counts) in [("new event", 2, &r.counts[0]), ("late duplicate", 1, &r.counts[1])] {
+        let _ = writeln!(
+            s,
+            "| DynamoDB per {what} | ≤ {}, 0 reads | {}, {} | {} |",
+            plural(max_writes, "write"),
+            plural(writes(counts), "write"),
+            plural(reads(counts), "read"),
+            ok(writes(counts) <= max_writes && reads(counts) == 0)
+        );
+    }
+    let _ = writeln!(s);
 
     let _ = writeln!(s, "## All figures\n");
     let _ = writeln!(s, "| figure | receiver | processor |");

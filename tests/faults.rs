@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::fault_proxy::{Fault, FaultProxy};
-use common::runtime_api::{FunctionProcess, RuntimeApi, binary};
+use common::runtime_api::{FunctionProcess, RuntimeApi, binary, function_url_post};
 use common::*;
 use serde_json::{Value, json};
 use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
@@ -43,12 +43,7 @@ fn processor_env(res: &Resources, dlq: &str) -> Vec<(&'static str, String)> {
 }
 
 fn function_url_event(body: &str) -> Value {
-    json!({
-        "version": "2.0",
-        "headers": {"stigg-webhooks-secret": SECRET, "content-type": "application/json"},
-        "requestContext": {"http": {"method": "POST", "sourceIp": "18.119.35.43"}, "timeEpoch": 0},
-        "body": body, "isBase64Encoded": false
-    })
+    function_url_post(SECRET, body)
 }
 
 fn event(key: &str) -> String {
@@ -372,7 +367,6 @@ async fn stiggs_whole_retry_schedule_rides_out_a_45_second_sqs_outage() {
         .expect("run the simulator");
     let proxy = outage.await.unwrap();
     let out = String::from_utf8_lossy(&sim.stdout);
-    eprintln!("{out}");
     assert!(sim.status.success(), "{out}{}", String::from_utf8_lossy(&sim.stderr));
     assert!(out.contains("accepted=5 duplicate=0 failed=0"), "{out}");
     for line in out.lines().filter(|l| l.starts_with('e')) {

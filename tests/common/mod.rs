@@ -35,32 +35,29 @@ pub fn ddb_endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| endpoint())
 }
 
+/// What code under test gets: the functions' own timeouts.
 pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(stigg_webhooks::aws::http_client())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .timeout_config(stigg_webhooks::aws::timeouts())
-        .load()
-        .await
+    test_config(endpoint, stigg_webhooks::aws::timeouts()).await
 }
 
 /// For setting up and inspecting test resources: generous timeouts, so a loaded CI machine
 /// slowing moto down does not make an admin call time out and retry (a retried CreateTable
 /// would then fail with "already exists"). Code under test gets [`sdk_config_for`].
 pub async fn admin_config_for(endpoint: &str) -> SdkConfig {
+    let generous = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .build();
+    test_config(endpoint, generous).await
+}
+
+async fn test_config(endpoint: &str, timeouts: aws_config::timeout::TimeoutConfig) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(stigg_webhooks::aws::http_client())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .operation_attempt_timeout(Duration::from_secs(60))
-                .build(),
-        )
+        .timeout_config(timeouts)
         .load()
         .await
 }
