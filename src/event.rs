@@ -51,7 +51,7 @@ fn check_token(s: &str, max: usize) -> Result<(), &'static str> {
 
 /// The characters SQS accepts in message bodies and attribute values (XML 1.0 characters):
 /// #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF.
-fn sqs_allows(c: char) -> bool {
+pub fn sqs_allows(c: char) -> bool {
     matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use base64::Engine;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use stigg_webhooks::event::{IdempotencyKey, WebhookPayload, sha256_hex};
+use stigg_webhooks::event::{IdempotencyKey, PayloadError, WebhookPayload, sha256_hex, sqs_allows};
 use stigg_webhooks::receiver::{Gate, HttpRequest, ReceiveError};
 use stigg_webhooks::secrets::SecretSet;
 
@@ -102,9 +102,19 @@ proptest! {
     fn every_stigg_shaped_object_is_admitted_byte_for_byte(object in stigg_object()) {
         let body = Value::Object(object).to_string();
         prop_assume!(body.len() <= LIMIT);
-        match gate().admit(post(body.clone(), SECRET)) {
+        let result = gate().admit(post(body.clone(), SECRET));
+        // Arbitrary strings can hold U+FFFE/U+FFFF, which JSON carries but SQS refuses: such a
+        // body is refused as such, and for no other reason.
+        if !body.chars().all(sqs_allows) {
+            prop_assert!(
+                matches!(result, Err(ReceiveError::InvalidPayload(PayloadError::UnsupportedCharacters))),
+                "{:?}", result.map(|a| a.raw)
+            );
+            return Ok(());
+        }
+        match result {
             Ok(admitted) => prop_assert_eq!(admitted.raw, body),
-            // The only refusal for such an object: an id that cannot be a key.
+            // The only other refusal for such an object: an id that cannot be a key.
             Err(ReceiveError::InvalidPayload(e)) => prop_assert!(e.to_string().contains("Id"), "{e}"),
             Err(e) => prop_assert!(false, "unexpected {e}"),
         }
