@@ -48,9 +48,10 @@ profile: tools ## Instruction counts (callgrind) of both functions under the ben
 build: tools ## Release build of both functions for Lambda (arm64)
 	cargo lambda build --release --arm64
 
-lint: tools ## cfn-lint and `sam validate --lint` the template
+lint: tools ## cfn-lint, `sam validate --lint` and the cfn-guard policy rules (policy/) on the template
 	$(VENV)/bin/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --region us-east-1
+	scripts/guard.sh
 
 dev: tools ## Local stack: moto + both functions (cargo lambda watch) + SQS pump; Ctrl-C stops it
 	scripts/dev.sh

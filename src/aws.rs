@@ -9,8 +9,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
-use crate::config::ConfigError;
-use crate::secrets::SecretSet;
+use crate::secrets::{FetchError, SecretFetch, SecretSet};
 
 /// Per-attempt and whole-operation limits. Three attempts of at most 2 s fit in the receiver's
 /// short timeout with room to roll a claim back.
@@ -38,16 +37,37 @@ pub async fn load_sdk_config() -> SdkConfig {
         .await
 }
 
-/// Reads the comma list of secrets from an SSM SecureString parameter (once, at cold start).
-pub async fn load_secret_parameter(sdk: &SdkConfig, name: &str) -> Result<SecretSet, ConfigError> {
-    let fail = |cause: String| ConfigError::SecretParameter { name: name.to_owned(), cause };
-    let out = aws_sdk_ssm::Client::new(sdk)
-        .get_parameter()
-        .name(name)
-        .with_decryption(true)
-        .send()
-        .await
-        .map_err(|e| fail(aws_sdk_ssm::error::DisplayErrorContext(e).to_string()))?;
-    let value = out.parameter().and_then(|p| p.value()).ok_or_else(|| fail("parameter has no value".into()))?;
-    SecretSet::parse(value).map_err(|e| fail(e.to_string()))
+/// The comma list of webhook secrets in an SSM SecureString parameter, read at the cold start
+/// and again whenever [`crate::secrets::Secrets`] decides (a rotation needs no redeploy).
+pub struct SecretParameter {
+    client: aws_sdk_ssm::Client,
+    name: String,
+}
+
+impl SecretParameter {
+    pub fn new(sdk: &SdkConfig, name: impl Into<String>) -> Self {
+        Self { client: aws_sdk_ssm::Client::new(sdk), name: name.into() }
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretFetch for SecretParameter {
+    async fn fetch(&self) -> Result<SecretSet, FetchError> {
+        let fail = |detail: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| FetchError {
+            from: format!("SSM parameter {}", self.name),
+            detail,
+            source,
+        };
+        let out = self
+            .client
+            .get_parameter()
+            .name(&self.name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| fail(aws_sdk_ssm::error::DisplayErrorContext(&e).to_string(), Some(Box::new(e))))?;
+        let value =
+            out.parameter().and_then(|p| p.value()).ok_or_else(|| fail("parameter has no value".into(), None))?;
+        SecretSet::parse(value).map_err(|e| fail(e.to_string(), None))
+    }
 }

@@ -13,7 +13,14 @@
 //! after that, a retry takes the claim over.
 //!
 //! The receiver claims "accepted into the queue"; the processor claims "handlers ran". Both use
-//! this module on the same table, in separate key spaces ([`ClaimScope`]).
+//! this module on the same table, each kind of record under its own prefix ([`ClaimScope`]), so
+//! no key a payload can carry lands in another kind's space (`accepted#processed#X` is not
+//! `processed#X`).
+//!
+//! The SDK retries a PutItem whose answer was lost (timeout, 5XX) although DynamoDB applied it.
+//! The retry then fails its condition against our own IN_PROGRESS record: the token in ALL_OLD
+//! is ours, so the claim is ours too (not "in flight elsewhere", which would answer 409 and block
+//! Stigg's retries until the lease ends).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,20 +38,31 @@ const STATUS_COMPLETED: &str = "COMPLETED";
 /// Which step of the pipeline a claim is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimScope {
-    /// "This event was accepted into the queue." The partition key is the idempotency key itself.
+    /// "This event was accepted into the queue." Partition key `accepted#<key>`.
     Receiver,
     /// "This event's handlers ran." Partition key `processed#<key>`.
     Processor,
 }
 
 impl ClaimScope {
-    pub fn partition_key(self, key: &IdempotencyKey) -> String {
+    pub const ALL: [ClaimScope; 2] = [Self::Receiver, Self::Processor];
+
+    /// The prefix of this kind's records. Prefixes are distinct and none is a prefix of
+    /// another, so two kinds never share a partition key whatever the keys are.
+    pub fn prefix(self) -> &'static str {
         match self {
-            Self::Receiver => key.as_str().to_owned(),
-            Self::Processor => format!("processed#{key}"),
+            Self::Receiver => "accepted#",
+            Self::Processor => "processed#",
         }
     }
+
+    pub fn partition_key(self, key: &IdempotencyKey) -> String {
+        format!("{}{key}", self.prefix())
+    }
 }
+
+/// The key the warm-up read uses: it has no `#`, so it is outside every [`ClaimScope`] space.
+pub const WARM_UP_KEY: &str = "warm-up";
 
 /// A claim held by this attempt. Deliberately not `Clone`: exactly one owner completes or
 /// releases it.
@@ -134,12 +152,12 @@ impl IdempotencyStore {
     }
 
     /// One cheap read (half a read unit) so the HTTPS connection, credentials and endpoint are
-    /// ready before the first event. The key cannot collide with an event's: it has a space.
+    /// ready before the first event. Its key is outside every record kind's space.
     pub async fn warm_up(&self) -> Result<(), StoreError> {
         self.client
             .get_item()
             .table_name(self.table.as_str())
-            .key("pk", s("warm up"))
+            .key("pk", s(WARM_UP_KEY))
             .projection_expression("pk")
             .send()
             .await
@@ -201,6 +219,11 @@ impl IdempotencyStore {
             // DynamoDB always returns ALL_OLD; an emulator that does not gets one consistent read.
             None => self.read(&pk).await?,
         };
+        if old.as_ref().and_then(|item| item.get("token")).and_then(|v| v.as_s().ok()) == Some(&token) {
+            // Our own write, applied on an attempt whose answer was lost, then retried by the SDK.
+            tracing::debug!(pk, "claim write retried by the SDK after it was applied; the claim is ours");
+            return Ok(ClaimOutcome::Claimed(Claim { pk, token }));
+        }
         Ok(classify(old.as_ref(), payload_sha256))
     }
 
@@ -369,7 +392,62 @@ mod tests {
 
     #[test]
     fn scopes_use_separate_key_spaces() {
-        assert_eq!(ClaimScope::Receiver.partition_key(&key()), "msg-1");
+        assert_eq!(ClaimScope::Receiver.partition_key(&key()), "accepted#msg-1");
         assert_eq!(ClaimScope::Processor.partition_key(&key()), "processed#msg-1");
+        let sneaky = IdempotencyKey::parse("processed#msg-1").unwrap();
+        assert_ne!(ClaimScope::Receiver.partition_key(&sneaky), ClaimScope::Processor.partition_key(&key()));
+        for scope in ClaimScope::ALL {
+            assert!(!WARM_UP_KEY.starts_with(scope.prefix()));
+        }
+    }
+
+    /// The first attempt's answer is lost after DynamoDB applied the write (a 500 here); the
+    /// SDK's retry then fails the condition against the record the first attempt wrote.
+    #[tokio::test]
+    async fn an_sdk_retry_of_our_own_applied_claim_is_our_claim_not_someone_elses() {
+        use std::sync::{Arc, Mutex};
+        let written: Arc<Mutex<Option<String>>> = Arc::default();
+        let seen = written.clone();
+        let replay = written.clone();
+        let put = mock!(Client::put_item)
+            .match_requests(move |input| {
+                *seen.lock().unwrap() = input.item().and_then(|i| i.get("token")).and_then(|v| v.as_s().ok()).cloned();
+                true
+            })
+            .sequence()
+            .http_status(500, None)
+            .error(move || {
+                let token = replay.lock().unwrap().clone().expect("the first attempt carried a token");
+                PutItemError::ConditionalCheckFailedException(
+                    ConditionalCheckFailedException::builder()
+                        .item("pk", s("accepted#msg-1"))
+                        .item("status", s(STATUS_IN_PROGRESS))
+                        .item("token", s(token))
+                        .build(),
+                )
+            })
+            .build();
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&put], |c| c
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3)));
+        let outcome = store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap();
+        let ClaimOutcome::Claimed(claim) = outcome else {
+            panic!("our own claim was taken for another's: {outcome:?}")
+        };
+        assert_eq!(Some(claim.token().to_owned()), *written.lock().unwrap());
+        assert_eq!(put.num_calls(), 2, "the first attempt and the SDK's retry");
+    }
+
+    #[tokio::test]
+    async fn another_attempts_live_claim_is_still_in_flight() {
+        let put = mock!(Client::put_item).then_error(|| {
+            PutItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder()
+                    .item("status", s(STATUS_IN_PROGRESS))
+                    .item("token", s("someone-else"))
+                    .build(),
+            )
+        });
+        let client = mock_client!(aws_sdk_dynamodb, [&put]);
+        assert!(matches!(store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap(), ClaimOutcome::InFlight));
     }
 }

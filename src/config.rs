@@ -7,9 +7,17 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::secrets::{SecretError, SecretSet};
+use crate::secrets::{RefreshPolicy, SecretError, SecretSet};
 
-pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a key is remembered: longer than every way an event can come back. A message can
+/// wait 14 days in the events queue (its retention), then up to 14 days in the DLQ after a redrive
+/// creates it anew, so 35 days covers queue + DLQ + a week to act on an alarm. A shorter TTL lets
+/// a redriven event that was already processed run its handlers again.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(35 * 24 * 3600);
+/// The shortest TTL accepted. A record must outlive the claim lease it carries (the invocation's
+/// deadline; Lambda's longest timeout is 15 minutes) and Stigg's retry schedule (~2 minutes) by a
+/// wide margin, or an expired record would let a second attempt claim a key still in flight.
+pub const MIN_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 262_144;
 pub const DEFAULT_PROCESSOR_CONCURRENCY: usize = 10;
 
@@ -25,6 +33,12 @@ pub enum ConfigError {
     AmbiguousSecret,
     #[error("reading the secret from SSM parameter {name} failed: {cause}")]
     SecretParameter { name: String, cause: String },
+}
+
+impl From<crate::secrets::FetchError> for ConfigError {
+    fn from(e: crate::secrets::FetchError) -> Self {
+        Self::SecretParameter { name: e.from, cause: e.detail }
+    }
 }
 
 fn invalid(var: &'static str, reason: impl ToString) -> ConfigError {
@@ -139,8 +153,12 @@ impl SourceAllowList {
 #[derive(Debug, Clone)]
 pub enum SecretSource {
     Inline(SecretSet),
-    /// An SSM Parameter Store (SecureString) name, read once per cold start.
-    Parameter(String),
+    /// An SSM Parameter Store (SecureString) name, read at the cold start and re-read under
+    /// `policy` (see [`crate::secrets::Secrets`]).
+    Parameter {
+        name: String,
+        policy: RefreshPolicy,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -163,7 +181,7 @@ impl ReceiverConfig {
         let secrets = match (inline, parameter) {
             (Some(_), Some(_)) => return Err(ConfigError::AmbiguousSecret),
             (Some(list), None) => SecretSource::Inline(SecretSet::parse(&list).map_err(ConfigError::Secret)?),
-            (None, Some(name)) => SecretSource::Parameter(name),
+            (None, Some(name)) => SecretSource::Parameter { name, policy: refresh_policy(env)? },
             (None, None) => {
                 return Err(ConfigError::Missing("STIGG_WEBHOOK_SECRET (or STIGG_WEBHOOK_SECRET_PARAMETER)"));
             }
@@ -211,7 +229,35 @@ fn table_from_env(env: &impl Env) -> Result<TableName, ConfigError> {
 }
 
 fn ttl_from_env(env: &impl Env) -> Result<Duration, ConfigError> {
-    Ok(Duration::from_secs(positive(env, "IDEMPOTENCY_TTL_SECONDS", DEFAULT_TTL.as_secs() as usize)?.get() as u64))
+    let var = "IDEMPOTENCY_TTL_SECONDS";
+    let ttl = Duration::from_secs(positive(env, var, DEFAULT_TTL.as_secs() as usize)?.get() as u64);
+    if ttl < MIN_TTL {
+        return Err(invalid(
+            var,
+            format!(
+                "{} s is too short: a key must outlive the claim lease (the function timeout, at most 900 s) \
+                 and Stigg's retries; use at least {} s (default {} s, longer than the queues' retention)",
+                ttl.as_secs(),
+                MIN_TTL.as_secs(),
+                DEFAULT_TTL.as_secs()
+            ),
+        ));
+    }
+    Ok(ttl)
+}
+
+fn refresh_policy(env: &impl Env) -> Result<RefreshPolicy, ConfigError> {
+    let default = RefreshPolicy::default();
+    let seconds =
+        |var, d: Duration| positive(env, var, d.as_secs() as usize).map(|n| Duration::from_secs(n.get() as u64));
+    let policy = RefreshPolicy {
+        min_interval: seconds("SECRET_REFRESH_SECONDS", default.min_interval)?,
+        max_age: seconds("SECRET_MAX_AGE_SECONDS", default.max_age)?,
+    };
+    if policy.max_age < policy.min_interval {
+        return Err(invalid("SECRET_MAX_AGE_SECONDS", "must be at least SECRET_REFRESH_SECONDS"));
+    }
+    Ok(policy)
 }
 
 fn boolean(env: &impl Env, var: &'static str, default: bool) -> Result<bool, ConfigError> {
@@ -243,7 +289,7 @@ mod tests {
     #[test]
     fn minimal_receiver_configuration_gets_documented_defaults() {
         let c = ReceiverConfig::from_env(&BASE).unwrap();
-        assert_eq!(c.ttl, Duration::from_secs(604_800));
+        assert_eq!(c.ttl, Duration::from_secs(3_024_000));
         assert_eq!(c.max_body_bytes, 262_144);
         assert!(c.allowed_sources.is_none());
         assert!(!c.queue.is_fifo());
@@ -288,12 +334,54 @@ mod tests {
     fn secret_from_ssm_parameter_or_inline_but_not_both() {
         let env = [BASE[1], BASE[2], ("STIGG_WEBHOOK_SECRET_PARAMETER", "/stigg/secret")];
         let c = ReceiverConfig::from_env(&env).unwrap();
-        assert!(matches!(c.secrets, SecretSource::Parameter(ref n) if n == "/stigg/secret"));
+        assert!(matches!(c.secrets, SecretSource::Parameter { ref name, policy }
+            if name == "/stigg/secret" && policy == RefreshPolicy::default()));
         let env = [BASE[0], BASE[1], BASE[2], ("STIGG_WEBHOOK_SECRET_PARAMETER", "/stigg/secret")];
         assert!(matches!(ReceiverConfig::from_env(&env), Err(ConfigError::AmbiguousSecret)));
         // Blank counts as unset, as CloudFormation often passes "".
         let env = [BASE[0], BASE[1], BASE[2], ("STIGG_WEBHOOK_SECRET_PARAMETER", " ")];
         assert!(ReceiverConfig::from_env(&env).is_ok());
+    }
+
+    #[test]
+    fn the_default_ttl_outlives_the_events_queue_and_the_dlq() {
+        let fourteen_days = 14 * 24 * 3600;
+        assert!(DEFAULT_TTL.as_secs() > 2 * fourteen_days, "queue retention + DLQ retention after a redrive");
+    }
+
+    #[test]
+    fn a_ttl_not_comfortably_longer_than_any_function_timeout_fails_the_cold_start() {
+        for ttl in ["60", "900", "3599"] {
+            let env = [BASE[0], BASE[1], BASE[2], ("IDEMPOTENCY_TTL_SECONDS", ttl)];
+            let err = ReceiverConfig::from_env(&env).unwrap_err().to_string();
+            assert!(err.contains("IDEMPOTENCY_TTL_SECONDS"), "{err}");
+            let env = [("IDEMPOTENCY_TABLE", "t-1_x"), ("IDEMPOTENCY_TTL_SECONDS", ttl)];
+            assert!(ProcessorConfig::from_env(&env).is_err(), "{ttl}");
+        }
+        let env = [BASE[0], BASE[1], BASE[2], ("IDEMPOTENCY_TTL_SECONDS", "3600")];
+        assert!(ReceiverConfig::from_env(&env).is_ok());
+    }
+
+    #[test]
+    fn secret_refresh_settings() {
+        let env = [
+            BASE[1],
+            BASE[2],
+            ("STIGG_WEBHOOK_SECRET_PARAMETER", "/s"),
+            ("SECRET_REFRESH_SECONDS", "5"),
+            ("SECRET_MAX_AGE_SECONDS", "30"),
+        ];
+        let c = ReceiverConfig::from_env(&env).unwrap();
+        assert!(matches!(c.secrets, SecretSource::Parameter { policy, .. }
+            if policy.min_interval == Duration::from_secs(5) && policy.max_age == Duration::from_secs(30)));
+        let env = [
+            BASE[1],
+            BASE[2],
+            ("STIGG_WEBHOOK_SECRET_PARAMETER", "/s"),
+            ("SECRET_REFRESH_SECONDS", "60"),
+            ("SECRET_MAX_AGE_SECONDS", "30"),
+        ];
+        assert!(ReceiverConfig::from_env(&env).unwrap_err().to_string().contains("SECRET_MAX_AGE_SECONDS"));
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub const MAX_TYPE_BYTES: usize = 256;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PayloadError {
     #[error("body is not valid JSON: {0}")]
-    NotJson(String),
+    NotJson(JsonError),
+    #[error("body is not valid UTF-8")]
+    NotUtf8,
     #[error("body is not a JSON object")]
     NotAnObject,
     #[error("`type` is missing or not a string")]
@@ -32,6 +34,49 @@ pub enum PayloadError {
     InvalidKey { field: &'static str, reason: &'static str },
     #[error("body contains characters that SQS cannot carry")]
     UnsupportedCharacters,
+}
+
+/// A serde_json error as it may be logged or stored: its kind, where, and what was expected,
+/// without the values serde quotes (`invalid type: string "4111 1111…", expected u32`). Errors
+/// reach ERROR lines and the DLQ's `failure_detail`, where payload values must not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct JsonError(String);
+
+impl JsonError {
+    pub fn new(e: &serde_json::Error) -> Self {
+        let kind = match e.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "data error",
+            serde_json::error::Category::Eof => "unexpected end",
+        };
+        Self(format!("{kind}: {}", redact_quoted(&e.to_string())))
+    }
+}
+
+/// Replaces every `"…"` and `` `…` `` span (serde's quoting of values and names) with `…`.
+pub fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if c == '"' || c == '`' {
+            let mut escaped = false;
+            for d in chars.by_ref() {
+                if escaped {
+                    escaped = false;
+                } else if d == '\\' {
+                    escaped = true;
+                } else if d == c {
+                    break;
+                }
+            }
+            out.push('…');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Checks a string against what DynamoDB keys and SQS attribute values can carry and what a
@@ -258,7 +303,7 @@ pub struct WebhookPayload {
 impl WebhookPayload {
     /// Parses and validates a raw body.
     pub fn parse(raw: &[u8]) -> Result<Self, PayloadError> {
-        let value: Value = serde_json::from_slice(raw).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+        let value: Value = serde_json::from_slice(raw).map_err(|e| PayloadError::NotJson(JsonError::new(&e)))?;
         let Value::Object(fields) = value else {
             return Err(PayloadError::NotAnObject);
         };
@@ -293,26 +338,46 @@ impl WebhookPayload {
         self.str_field("timestamp")
     }
 
-    /// The customer this event is about: `customer.id`, else `customerId`, else `entityId`.
+    /// The customer this event is about, by the id your systems know it by: for `customer.*`
+    /// events the top-level `id`, for the others `customer.id`, else `customerId`. Never
+    /// `entityId`: that is Stigg's internal UUID of the entity, not the customer's id.
     pub fn customer_id(&self) -> Option<&str> {
-        self.fields
-            .get("customer")
-            .and_then(|c| c.get("id"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .or_else(|| self.str_field("customerId"))
-            .or_else(|| self.str_field("entityId"))
+        let nested = || self.fields.get("customer").and_then(|c| c.get("id")).and_then(Value::as_str);
+        let top_level = (self.event_type.family() == EventFamily::Customer).then(|| self.str_field("id")).flatten();
+        top_level.or_else(|| nested().filter(|s| !s.is_empty())).or_else(|| self.str_field("customerId"))
     }
 
-    /// SQS FIFO `MessageGroupId`: the customer (so one customer's events stay ordered and
-    /// customers don't block each other), else the event type. Values SQS would refuse (over
-    /// 128 chars or outside its alphabet) are replaced by their digest, which SQS accepts.
+    /// SQS FIFO `MessageGroupId`: the customer (so one customer's events stay in order and
+    /// customers don't block each other). An event without a customer id is grouped by its
+    /// `entityId` (one entity's events stay in order), and a catalog event with neither (plans,
+    /// coupons) by its family (`plan`, `coupon`; the type for unknown types). Values SQS would
+    /// refuse (over 128 chars or outside its alphabet) are replaced by their digest.
     pub fn fifo_group_id(&self) -> String {
-        let raw = self.customer_id().unwrap_or(self.event_type.as_str());
+        let raw = self
+            .customer_id()
+            .or_else(|| self.str_field("entityId"))
+            .unwrap_or_else(|| self.event_type.family().group_name().unwrap_or(self.event_type.as_str()));
         let valid = !raw.is_empty()
             && raw.len() <= 128
             && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b.is_ascii_punctuation());
         if valid { raw.to_owned() } else { sha256_hex(raw.as_bytes()) }
+    }
+}
+
+impl EventFamily {
+    /// The FIFO group of this family's events that concern no customer or entity.
+    fn group_name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Customer => "customer",
+            Self::Subscription => "subscription",
+            Self::Plan => "plan",
+            Self::Coupon => "coupon",
+            Self::Usage => "usage",
+            Self::Entitlements => "entitlements",
+            Self::PromotionalEntitlement => "promotionalEntitlement",
+            Self::Credits => "credits",
+            Self::Other => return None,
+        })
     }
 }
 
@@ -376,6 +441,34 @@ mod tests {
     }
 
     #[test]
+    fn json_errors_keep_the_kind_and_place_but_not_the_values() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Card {
+            number: u32,
+            kind: Kind,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        enum Kind {
+            Visa,
+        }
+        for (raw, kept) in [
+            (r#"{"number":"4111-1111-1111-1111","kind":"Visa"}"#, "invalid type: string …, expected u32"),
+            (r#"{"number":1,"kind":"Secret\"Brand"}"#, "unknown variant …"),
+            (r#"{"number":-4111111111111111,"kind":"Visa"}"#, "invalid value: integer …"),
+        ] {
+            let e = serde_json::from_str::<Card>(raw).unwrap_err();
+            let shown = JsonError::new(&e).to_string();
+            assert!(shown.starts_with("data error: "), "{shown}");
+            assert!(shown.contains(kept), "{shown}");
+            assert!(shown.contains("line 1 column"), "{shown}");
+            for value in ["4111", "Secret", "Brand"] {
+                assert!(!shown.contains(value), "{shown}");
+            }
+        }
+    }
+
+    #[test]
     fn deeply_nested_json_is_refused_without_overflowing_the_stack() {
         let body = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(matches!(parse(&body), Err(PayloadError::NotJson(_))));
@@ -405,16 +498,50 @@ mod tests {
     }
 
     #[test]
-    fn customer_id_prefers_nested_customer_then_customer_id_then_entity_id() {
-        let p = parse(r#"{"type":"x","customer":{"id":"c1"},"customerId":"c2","entityId":"c3"}"#).unwrap();
-        assert_eq!(p.customer_id(), Some("c1"));
+    fn customer_id_is_the_top_level_id_of_customer_events_and_customer_id_elsewhere() {
+        let p = parse(r#"{"type":"customer.updated","id":"c0","entityId":"uuid"}"#).unwrap();
+        assert_eq!(p.customer_id(), Some("c0"));
+        let p =
+            parse(r#"{"type":"subscription.created","id":"sub-1","customer":{"id":"c1"},"customerId":"c2"}"#).unwrap();
+        assert_eq!(p.customer_id(), Some("c1"), "a subscription's own id is not its customer");
         let p = parse(r#"{"type":"x","customerId":"c2","entityId":"c3"}"#).unwrap();
         assert_eq!(p.customer_id(), Some("c2"));
-        let p = parse(r#"{"type":"x","entityId":"c3"}"#).unwrap();
-        assert_eq!(p.customer_id(), Some("c3"));
-        let p = parse(r#"{"type":"plan.created"}"#).unwrap();
-        assert_eq!(p.customer_id(), None);
-        assert_eq!(p.fifo_group_id(), "plan.created");
+        let p = parse(r#"{"type":"subscription.trial_expired","id":"sub-1","entityId":"uuid"}"#).unwrap();
+        assert_eq!(p.customer_id(), None, "entityId is Stigg's internal id, not the customer's");
+        assert_eq!(p.fifo_group_id(), "uuid");
+        for (t, group) in
+            [("plan.created", "plan"), ("plan.updated", "plan"), ("coupon.created", "coupon"), ("new.kind", "new.kind")]
+        {
+            let p = parse(&format!(r#"{{"type":"{t}","id":"p-1"}}"#)).unwrap();
+            assert_eq!(p.customer_id(), None);
+            assert_eq!(p.fifo_group_id(), group, "{t}");
+        }
+    }
+
+    /// One customer, one FIFO group, across every pair of Stigg's documented examples.
+    #[test]
+    fn every_pair_of_documented_examples_for_one_customer_shares_a_fifo_group() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/events/stigg");
+        let examples: Vec<(String, WebhookPayload)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    WebhookPayload::parse(&std::fs::read(&p).unwrap()).unwrap(),
+                )
+            })
+            .collect();
+        let group = |name: &str| examples.iter().find(|(n, _)| n == name).unwrap().1.fifo_group_id();
+        assert_eq!(group("customer.updated.json"), "customer-test-id");
+        assert_eq!(group("subscription.created.json"), "customer-test-id");
+        for (a, pa) in &examples {
+            for (b, pb) in &examples {
+                if let (Some(ca), Some(cb)) = (pa.customer_id(), pb.customer_id()) {
+                    assert_eq!(ca == cb, pa.fifo_group_id() == pb.fifo_group_id(), "{a} / {b}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod claim;
 pub mod config;
 pub mod event;
 pub mod handler;
+pub mod logging;
 pub mod metrics;
 pub mod processor;
 pub mod queue;

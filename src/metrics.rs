@@ -1,6 +1,13 @@
 //! Metrics in CloudWatch Embedded Metric Format: recorded through the `metrics` facade and
 //! written to stdout as one EMF document after each invocation (no extra API calls). Without an
 //! installed collector (tests, local tools) every call here is a no-op.
+//!
+//! Every EMF line carries a `level`. Lambda's log-level filtering (JSON log format) reads a
+//! line's `level` and treats a JSON line without one as INFO, so at `ApplicationLogLevel` WARN
+//! or ERROR a level-less EMF line is dropped before CloudWatch Logs can extract the metric and
+//! every metric alarm goes quiet. The lines are therefore stamped with the configured level
+//! itself (INFO at most verbose), the least that still passes the filter:
+//! <https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html>.
 
 use std::sync::OnceLock;
 
@@ -9,6 +16,16 @@ use metrics_cloudwatch_embedded::Collector;
 pub const NAMESPACE: &str = "StiggWebhooks";
 
 static COLLECTOR: OnceLock<&'static Collector> = OnceLock::new();
+
+/// The `level` an EMF line needs to pass Lambda's filter at `AWS_LAMBDA_LOG_LEVEL`.
+pub fn emf_level(lambda_log_level: Option<&str>) -> &'static str {
+    match lambda_log_level.map(|l| l.trim().to_ascii_uppercase()).as_deref() {
+        Some("WARN") => "WARN",
+        Some("ERROR") => "ERROR",
+        Some("FATAL") => "FATAL",
+        _ => "INFO",
+    }
+}
 
 /// Installs the EMF collector for this process; `function` becomes the `Function` dimension.
 pub fn init(function: &'static str) {
@@ -19,6 +36,8 @@ pub fn init(function: &'static str) {
         .init()
     {
         Ok(collector) => {
+            let level = emf_level(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref());
+            collector.set_property("level", level);
             let _ = COLLECTOR.set(collector);
         }
         Err(e) => tracing::warn!(error = %e, "metrics disabled"),
@@ -89,9 +108,30 @@ pub fn receiver(outcome: ReceiverOutcome, latency_ms: f64) {
     metrics::histogram!("ReceiverLatency").record(latency_ms);
 }
 
+/// How a re-read of the secret parameter ended (`SecretRefreshes`, dimension `Outcome`).
+pub fn secret_refresh(outcome: &'static str) {
+    metrics::counter!("SecretRefreshes", "Outcome" => outcome).increment(1);
+}
+
 pub fn processor(outcome: ProcessorOutcome, latency_ms: f64) {
     metrics::counter!("Records", "Outcome" => outcome.as_str()).increment(1);
     if outcome == ProcessorOutcome::Processed {
         metrics::histogram!("ProcessingLatency").record(latency_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_lines_pass_every_level_lambda_can_filter_at() {
+        assert_eq!(emf_level(None), "INFO");
+        assert_eq!(emf_level(Some("TRACE")), "INFO");
+        assert_eq!(emf_level(Some("debug")), "INFO");
+        assert_eq!(emf_level(Some("INFO")), "INFO");
+        assert_eq!(emf_level(Some("WARN")), "WARN");
+        assert_eq!(emf_level(Some("ERROR")), "ERROR");
+        assert_eq!(emf_level(Some("FATAL")), "FATAL");
     }
 }

@@ -9,11 +9,16 @@
 //! - retryable error or panic -> claim released, record left for redelivery;
 //! - permanent error -> claim released, record to the dead-letter queue, acknowledged.
 //!
+//! Every record must finish before the invocation's deadline minus a margin (see
+//! [`record_deadline`]): a record whose handlers run out of time is a retryable failure for that
+//! record alone, its claim is released, and the batch response still reaches Lambda, so one hung
+//! handler does not time the whole batch out (which would redeliver every record of it).
+//!
 //! Without a dead-letter queue configured, what would go there is reported as failed instead,
 //! so the queue's own redrive policy moves it after `maxReceiveCount` receives.
 
 use std::panic::AssertUnwindSafe;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::FutureExt;
@@ -22,7 +27,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::claim::{ClaimOutcome, IdempotencyStore};
-use crate::event::{IdempotencyKey, PayloadError, StiggEvent, WebhookPayload, sha256_hex};
+use crate::event::{IdempotencyKey, JsonError, PayloadError, StiggEvent, WebhookPayload, sha256_hex};
 use crate::handler::{HandlerError, Handlers};
 use crate::metrics::{self, ProcessorOutcome};
 use crate::queue::{EventQueue, FifoIds, Outbound};
@@ -94,7 +99,7 @@ impl BatchReport {
 /// key derived from the body, so both paths agree even for hash-keyed events.
 pub fn event_from_record(record: &SqsMessage) -> Result<StiggEvent, PoisonError> {
     let body = record.body.as_deref().ok_or(PoisonError::NoBody)?;
-    let value: Value = serde_json::from_str(body).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    let value: Value = serde_json::from_str(body).map_err(|e| PayloadError::NotJson(JsonError::new(&e)))?;
     let (raw, mut payload) = match value {
         Value::Object(mut fields) if fields.get("Type").and_then(Value::as_str) == Some("Notification") => {
             let Some(Value::String(inner)) = fields.remove("Message") else {
@@ -118,6 +123,18 @@ pub fn event_from_record(record: &SqsMessage) -> Result<StiggEvent, PoisonError>
         payload.key = key;
     }
     Ok(StiggEvent::new(payload, raw))
+}
+
+/// The most time kept back from the invocation's deadline for releasing claims and answering.
+pub const RESPONSE_MARGIN: Duration = Duration::from_secs(2);
+
+/// When every record of an invocation must be done: the deadline less [`RESPONSE_MARGIN`], or
+/// less a quarter of the time left when that is shorter (a nearly spent invocation still keeps
+/// some time to answer).
+pub fn record_deadline(deadline: SystemTime, now: SystemTime) -> (tokio::time::Instant, Duration) {
+    let left = deadline.duration_since(now).unwrap_or_default();
+    let margin = RESPONSE_MARGIN.min(left / 4);
+    (tokio::time::Instant::now() + (left - margin), margin)
 }
 
 /// The processor with its clients and handlers, built once per cold start.
@@ -204,6 +221,11 @@ impl Processor {
 
     async fn process_one(&self, record: &SqsMessage, deadline: SystemTime) -> RecordOutcome {
         let started = Instant::now();
+        let (records_end, margin) = record_deadline(deadline, SystemTime::now());
+        if tokio::time::Instant::now() >= records_end {
+            // Waited for a permit until no time was left: leave it for redelivery untouched.
+            return RecordOutcome::Retry("no time left in this invocation".into());
+        }
         let event = match event_from_record(record) {
             Ok(event) => event,
             Err(e) => {
@@ -227,9 +249,14 @@ impl Processor {
                 return RecordOutcome::Retry("idempotency store unavailable".into());
             }
         };
-        let result = AssertUnwindSafe(self.handlers.run(&event)).catch_unwind().await;
-        let failure = match result {
-            Ok(Ok(handlers)) => {
+        let run = AssertUnwindSafe(self.handlers.run(&event)).catch_unwind();
+        let failure = match tokio::time::timeout_at(records_end, run).await {
+            Err(_elapsed) => {
+                tracing::warn!(idempotency_key = %event.key, event_type = %event.event_type,
+                    "handlers ran out of time before the invocation deadline; will retry");
+                HandlerError::retryable("handlers did not finish before the invocation deadline")
+            }
+            Ok(Ok(Ok(handlers))) => {
                 if let Err(e) = self.store.complete(claim).await {
                     // Handlers ran: acknowledge. The lease keeps the key until the deadline.
                     tracing::warn!(idempotency_key = %event.key, error = %crate::error_chain(&e),
@@ -245,12 +272,17 @@ impl Processor {
                 );
                 return RecordOutcome::Processed;
             }
-            Ok(Err(e)) => e,
-            Err(panic) => HandlerError::retryable(format!("handler panicked: {}", panic_message(&*panic))),
+            Ok(Ok(Err(e))) => e,
+            Ok(Err(panic)) => HandlerError::retryable(format!("handler panicked: {}", panic_message(&*panic))),
         };
-        if let Err(e) = self.store.release(claim).await {
-            tracing::error!(idempotency_key = %event.key, error = %crate::error_chain(&e),
-                "claim not released; redelivery waits for its lease");
+        // Bounded so a slow release cannot eat the time kept to answer; an unreleased claim
+        // ends with its lease (the deadline) anyway.
+        let release_within = margin.max(records_end.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(release_within, self.store.release(claim)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(idempotency_key = %event.key, error = %crate::error_chain(&e),
+                "claim not released; redelivery waits for its lease"),
+            Err(_) => tracing::warn!(idempotency_key = %event.key, "claim release timed out; it ends with its lease"),
         }
         match failure {
             HandlerError::Retryable(e) => {
@@ -374,6 +406,20 @@ mod tests {
         ] {
             assert!(event_from_record(&record(body, json!({}))).is_err(), "{body}");
         }
+    }
+
+    #[tokio::test]
+    async fn records_end_before_the_deadline_with_a_margin_to_answer() {
+        let now = SystemTime::now();
+        let (end, margin) = record_deadline(now + Duration::from_secs(60), now);
+        assert_eq!(margin, RESPONSE_MARGIN);
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        assert!(left <= Duration::from_secs(58) && left > Duration::from_secs(57), "{left:?}");
+        let (_, margin) = record_deadline(now + Duration::from_secs(2), now);
+        assert_eq!(margin, Duration::from_millis(500));
+        let (end, margin) = record_deadline(now - Duration::from_secs(1), now);
+        assert_eq!(margin, Duration::ZERO);
+        assert!(end <= tokio::time::Instant::now());
     }
 
     #[test]

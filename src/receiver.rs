@@ -28,7 +28,7 @@ use crate::config::SourceAllowList;
 use crate::event::{PayloadError, WebhookPayload, sha256_hex};
 use crate::metrics;
 use crate::queue::{EventQueue, FifoIds, Outbound, QueueError};
-use crate::secrets::SecretSet;
+use crate::secrets::{SecretSet, Secrets};
 
 /// The header Stigg puts the shared secret in (matched case-insensitively).
 pub const SECRET_HEADER: &str = "stigg-webhooks-secret";
@@ -144,28 +144,21 @@ pub enum Accepted {
     Duplicate { same_payload: bool },
 }
 
-/// The checks a request passes before any I/O: method, source, secret, size, payload.
-/// Pure and synchronous, so it is fuzzed and property-tested on its own.
+/// The checks a request passes before any I/O, except the secret: method and source before it,
+/// size and payload after it. Pure and synchronous.
 #[derive(Debug, Clone)]
-pub struct Gate {
-    secrets: SecretSet,
+pub struct Checks {
     allowed_sources: Option<SourceAllowList>,
     max_body_bytes: usize,
 }
 
-/// A request that passed the gate: the validated payload and the exact text to queue.
-#[derive(Debug)]
-pub struct Admitted {
-    pub payload: WebhookPayload,
-    pub raw: String,
-}
-
-impl Gate {
-    pub fn new(secrets: SecretSet, allowed_sources: Option<SourceAllowList>, max_body_bytes: usize) -> Self {
-        Self { secrets, allowed_sources, max_body_bytes }
+impl Checks {
+    pub fn new(allowed_sources: Option<SourceAllowList>, max_body_bytes: usize) -> Self {
+        Self { allowed_sources, max_body_bytes }
     }
 
-    pub fn admit(&self, request: HttpRequest) -> Result<Admitted, ReceiveError> {
+    /// Method and source address: refused before the secret is even looked at.
+    pub fn origin(&self, request: &HttpRequest) -> Result<(), ReceiveError> {
         if !request.method.eq_ignore_ascii_case("POST") {
             return Err(ReceiveError::MethodNotAllowed);
         }
@@ -175,10 +168,11 @@ impl Gate {
                 return Err(ReceiveError::ForbiddenSource);
             }
         }
-        let secret = request.header(SECRET_HEADER).unwrap_or_default();
-        if !self.secrets.verify(secret.as_bytes()) {
-            return Err(ReceiveError::Unauthorized);
-        }
+        Ok(())
+    }
+
+    /// Size and payload, once the secret matched.
+    pub fn body(&self, request: HttpRequest) -> Result<Admitted, ReceiveError> {
         let raw = self.decode_body(request)?;
         let payload = WebhookPayload::parse(raw.as_bytes())?;
         Ok(Admitted { payload, raw })
@@ -197,7 +191,7 @@ impl Gate {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(body.trim_end())
                 .map_err(|_| ReceiveError::InvalidBase64)?;
-            String::from_utf8(decoded).map_err(|e| PayloadError::NotJson(e.to_string()))?
+            String::from_utf8(decoded).map_err(|_| PayloadError::NotUtf8)?
         } else {
             body
         };
@@ -208,10 +202,40 @@ impl Gate {
     }
 }
 
-/// The receiver with its clients, built once per cold start and borrowed by every invocation.
+/// Every check with a fixed secret list: what the receiver does before any I/O, pure and
+/// synchronous, so it is fuzzed and property-tested on its own.
 #[derive(Debug, Clone)]
+pub struct Gate {
+    secrets: SecretSet,
+    checks: Checks,
+}
+
+/// A request that passed the gate: the validated payload and the exact text to queue.
+#[derive(Debug)]
+pub struct Admitted {
+    pub payload: WebhookPayload,
+    pub raw: String,
+}
+
+impl Gate {
+    pub fn new(secrets: SecretSet, allowed_sources: Option<SourceAllowList>, max_body_bytes: usize) -> Self {
+        Self { secrets, checks: Checks::new(allowed_sources, max_body_bytes) }
+    }
+
+    pub fn admit(&self, request: HttpRequest) -> Result<Admitted, ReceiveError> {
+        self.checks.origin(&request)?;
+        if !self.secrets.verify(request.header(SECRET_HEADER).unwrap_or_default().as_bytes()) {
+            return Err(ReceiveError::Unauthorized);
+        }
+        self.checks.body(request)
+    }
+}
+
+/// The receiver with its clients, built once per cold start and borrowed by every invocation.
+#[derive(Debug)]
 pub struct Receiver {
-    gate: Gate,
+    checks: Checks,
+    secrets: Secrets,
     store: IdempotencyStore,
     queue: EventQueue,
 }
@@ -225,14 +249,15 @@ struct RequestLog {
 }
 
 impl Receiver {
+    /// `secrets`: a fixed [`SecretSet`] or a refreshing [`Secrets`] (the SSM parameter).
     pub fn new(
-        secrets: SecretSet,
+        secrets: impl Into<Secrets>,
         allowed_sources: Option<SourceAllowList>,
         max_body_bytes: usize,
         store: IdempotencyStore,
         queue: EventQueue,
     ) -> Self {
-        Self { gate: Gate::new(secrets, allowed_sources, max_body_bytes), store, queue }
+        Self { checks: Checks::new(allowed_sources, max_body_bytes), secrets: secrets.into(), store, queue }
     }
 
     /// Opens the DynamoDB and SQS connections during the cold start, so the first webhook does
@@ -296,7 +321,12 @@ impl Receiver {
         deadline: SystemTime,
         log: &mut RequestLog,
     ) -> Result<Accepted, ReceiveError> {
-        let Admitted { payload, raw } = self.gate.admit(request)?;
+        self.checks.origin(&request)?;
+        let presented = request.header(SECRET_HEADER).unwrap_or_default();
+        if !self.secrets.verify(presented.as_bytes()).await {
+            return Err(ReceiveError::Unauthorized);
+        }
+        let Admitted { payload, raw } = self.checks.body(request)?;
         log.key = Some(payload.key.to_string());
         log.event_type = Some(payload.event_type.to_string());
         log.trace_id = payload.trace_id().map(str::to_owned);

@@ -7,18 +7,21 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::event::{EventFamily, StiggEvent};
+use crate::event::{EventFamily, JsonError, StiggEvent};
 
 /// Why a typed view could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
     #[error("a {wanted:?} view was asked of a {actual} event")]
     WrongFamily { wanted: EventFamily, actual: String },
-    #[error("payload does not fit the {view} view: {source}")]
+    /// Where the payload did not fit (a field path such as `plan.billingPeriod`) and how; the
+    /// offending value is never part of the message (see [`JsonError`]).
+    #[error("payload does not fit the {view} view at `{path}`")]
     Malformed {
         view: &'static str,
+        path: String,
         #[source]
-        source: serde_json::Error,
+        source: JsonError,
     },
 }
 
@@ -179,7 +182,12 @@ impl StiggEvent {
         if self.family() != wanted {
             return Err(ViewError::WrongFamily { wanted, actual: self.event_type.to_string() });
         }
-        serde_json::from_str(self.raw_json()).map_err(|source| ViewError::Malformed { view, source })
+        let mut json = serde_json::Deserializer::from_str(self.raw_json());
+        serde_path_to_error::deserialize(&mut json).map_err(|e| ViewError::Malformed {
+            view,
+            path: crate::event::redact_quoted(&e.path().to_string()),
+            source: JsonError::new(e.inner()),
+        })
     }
 
     pub fn subscription(&self) -> Result<SubscriptionEvent, ViewError> {
@@ -281,6 +289,10 @@ mod tests {
     #[test]
     fn a_field_of_the_wrong_type_is_a_malformed_view_not_a_panic() {
         let e = StiggEvent::parse(r#"{"type":"subscription.updated","messageId":"m","plan":"not-an-object"}"#).unwrap();
-        assert!(matches!(e.subscription(), Err(ViewError::Malformed { .. })));
+        let err = e.subscription().unwrap_err();
+        assert!(matches!(err, ViewError::Malformed { ref path, .. } if path == "plan"), "{err}");
+        let chain = crate::error_chain(&err);
+        assert!(chain.contains("invalid type: string …"), "{chain}");
+        assert!(!chain.contains("not-an-object"), "no payload value in the error chain: {chain}");
     }
 }

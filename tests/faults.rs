@@ -143,10 +143,10 @@ async fn a_receiver_killed_after_its_claim_is_taken_over_after_the_lease_and_the
     );
     let _first = api.submit(&function_url_event(&event("k-crash")));
     // The claim is written, the send hangs on slow SQS: kill the process right there.
-    wait_for("the claim", Duration::from_secs(30), async || res.item("k-crash").await.is_some()).await;
+    wait_for("the claim", Duration::from_secs(30), async || res.item("accepted#k-crash").await.is_some()).await;
     doomed.kill();
     let killed_at = Instant::now();
-    let item = res.item("k-crash").await.unwrap();
+    let item = res.item("accepted#k-crash").await.unwrap();
     assert_eq!(item["status"].as_s().unwrap(), "IN_PROGRESS");
 
     let _healthy =
@@ -377,37 +377,6 @@ async fn stiggs_whole_retry_schedule_rides_out_a_45_second_sqs_outage() {
     assert!(proxy.refused() > 0);
     assert_eq!(res.drain().await.len(), 5);
     std::fs::remove_dir_all(dir).ok();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_log_line_of_a_whole_run_contains_a_secret() {
-    let res = Resources::create(false).await;
-    let api = RuntimeApi::start(Duration::from_secs(10)).await;
-    let old = "rotated-out-secret-abcdef";
-    let mut env = receiver_env(&res, &ddb_endpoint(), &endpoint());
-    env[0].1 = format!("{old},{SECRET}");
-    // DEBUG: more than production logs, to prove even verbose logs keep secrets out.
-    env.retain(|(k, _)| *k != "AWS_LAMBDA_LOG_LEVEL");
-    env.push(("AWS_LAMBDA_LOG_LEVEL", "debug".into()));
-    let proc = FunctionProcess::spawn(binary("receiver").as_path(), &api, &env);
-    let wrong = "attacker-guess-0000000";
-    let mut requests =
-        vec![function_url_event(&event("k-1")), function_url_event(&event("k-1")), function_url_event("[]")];
-    for secret in [wrong, old, ""] {
-        let mut e = function_url_event(&event("k-2"));
-        e["headers"]["stigg-webhooks-secret"] = json!(secret);
-        requests.push(e);
-    }
-    for r in requests {
-        api.invoke(&r, Duration::from_secs(10)).await.unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let all = proc.lines().join("\n");
-    assert!(all.contains("webhook handled"), "the run was logged");
-    for s in [SECRET, old, wrong] {
-        assert!(!all.contains(s), "a secret appeared in the logs");
-    }
-    assert!(!all.contains("\"customer\""), "no payload in the logs");
 }
 
 // --- helpers shared with the in-process tests above ---

@@ -48,6 +48,11 @@ impl Handler for Scripted {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 Ok(())
             }
+            // Hung on a downstream call that never answers (only the first time).
+            Some("hang_once") if n == 1 => {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -136,6 +141,27 @@ async fn a_batch_with_valid_and_poison_records_processes_the_valid_and_dead_lett
     for k in ["k1", "k3", "k5"] {
         assert_eq!(app.handler.calls(k), 1);
     }
+}
+
+#[tokio::test]
+async fn a_handler_hung_past_the_deadline_fails_only_its_record_and_the_batch_still_answers() {
+    let app = spawn_app().await;
+    let batch = [
+        record("r1", &event("k-ok-1", "ok")),
+        record("r2", &event("k-hung", "hang_once")),
+        record("r3", &event("k-ok-2", "slow")),
+    ];
+    let started = std::time::Instant::now();
+    let deadline = deadline_in(Duration::from_secs(4));
+    let report = app.processor.process(&batch, deadline).await;
+    let took = started.elapsed();
+    assert!(std::time::SystemTime::now() < deadline, "answered before the deadline (took {took:?})");
+    assert_eq!(failed_ids(&report), ["r2"], "only the hung record is retried");
+    assert_eq!(report.count(|o| *o == RecordOutcome::Processed), 2);
+    // Its claim was released: the redelivery runs at once instead of waiting for the lease.
+    let again = app.process(&[record("r2-again", &event("k-hung", "hang_once"))]).await;
+    assert_eq!(again.count(|o| *o == RecordOutcome::Processed), 1);
+    assert_eq!(app.handler.calls("k-hung"), 2);
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use base64::Engine;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
+use stigg_webhooks::claim::{ClaimScope, WARM_UP_KEY};
 use stigg_webhooks::event::{IdempotencyKey, PayloadError, WebhookPayload, sha256_hex, sqs_allows};
 use stigg_webhooks::receiver::{Gate, HttpRequest, ReceiveError};
 use stigg_webhooks::secrets::SecretSet;
@@ -153,6 +154,23 @@ proptest! {
 
     /// Distinct ids never collide, and an id can never pose as another body's digest key
     /// unless it is literally that digest.
+    #[test]
+    /// No key a payload can carry lands in another record kind's space: a `messageId` of
+    /// `processed#X` must not read as X's processor record, and nothing is the warm-up key.
+    fn record_kinds_never_share_a_partition_key(
+        a in "(accepted#|processed#|warm-up|#)?[ -~]{0,40}",
+        b in "(accepted#|processed#|warm-up|#)?[ -~]{0,40}",
+    ) {
+        let (Ok(ka), Ok(kb)) = (IdempotencyKey::parse(&a), IdempotencyKey::parse(&b)) else { return Ok(()) };
+        for sa in ClaimScope::ALL {
+            prop_assert_ne!(sa.partition_key(&ka), WARM_UP_KEY);
+            for sb in ClaimScope::ALL {
+                let same = sa.partition_key(&ka) == sb.partition_key(&kb);
+                prop_assert_eq!(same, sa == sb && ka == kb, "{:?}/{} vs {:?}/{}", sa, a, sb, b);
+            }
+        }
+    }
+
     #[test]
     fn distinct_message_ids_give_distinct_keys(a in "[ -~]{1,60}", b in "[ -~]{1,60}") {
         prop_assume!(a != b);

@@ -34,7 +34,7 @@ impl Default for Options {
 struct TestApp {
     res: Resources,
     options: Options,
-    receiver: Receiver,
+    receiver: std::sync::Arc<Receiver>,
     ddb_calls: Recorder,
     sqs_calls: Recorder,
 }
@@ -47,7 +47,7 @@ async fn spawn_app_with(options: Options) -> TestApp {
     let res = Resources::create(options.fifo).await;
     let (ddb_calls, sqs_calls) = (Recorder::default(), Recorder::default());
     let receiver = receiver_via(&res, &options, &ddb_calls, &sqs_calls, &ddb_endpoint(), &endpoint()).await;
-    TestApp { res, options, receiver, ddb_calls, sqs_calls }
+    TestApp { res, options, receiver: std::sync::Arc::new(receiver), ddb_calls, sqs_calls }
 }
 
 /// A receiver over the app's table and queue whose clients talk to the given endpoints (a dead
@@ -147,7 +147,7 @@ async fn a_new_event_is_queued_verbatim_with_its_attributes() {
     assert_eq!(attr(m, "event_type"), Some("subscription.created"));
     assert_eq!(attr(m, "idempotency_key"), Some("a6ce..."));
     assert_eq!(attr(m, "trace_id"), Some("549a..."));
-    let item = app.res.item("a6ce...").await.expect("claim recorded");
+    let item = app.res.item("accepted#a6ce...").await.expect("claim recorded");
     assert_eq!(item["status"].as_s().unwrap(), "COMPLETED");
     assert!(item.contains_key("expires_at"));
     assert!(!item.contains_key("lease_expires_at"));
@@ -422,7 +422,7 @@ async fn a_key_is_accepted_again_once_its_ttl_has_passed() {
     assert_eq!(app.post(&event("m-ttl")).await.status(), 200);
     // DynamoDB sweeps expired items lazily (up to days later): the claim must treat them as gone.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(app.res.item("m-ttl").await.is_some(), "the emulator keeps the expired item");
+    assert!(app.res.item("accepted#m-ttl").await.is_some(), "the emulator keeps the expired item");
     assert_eq!(app.post(&event("m-ttl")).await.status(), 202);
     assert_eq!(app.res.drain().await.len(), 2);
 }
@@ -476,7 +476,7 @@ async fn when_the_completion_write_fails_after_the_send_the_event_is_still_ackno
     app.ddb_calls.fail("UpdateItem");
     assert_eq!(app.post(&event("m-complete-fails")).await.status(), 202);
     assert_eq!(app.res.drain().await.len(), 1, "the event is in the queue");
-    let item = app.res.item("m-complete-fails").await.unwrap();
+    let item = app.res.item("accepted#m-complete-fails").await.unwrap();
     assert_eq!(item["status"].as_s().unwrap(), "IN_PROGRESS", "the lease guards the key until the deadline");
 }
 
@@ -512,7 +512,7 @@ async fn a_fifo_queue_gets_the_customer_as_group_and_a_digest_of_the_key_as_dedu
     let by_key = |k| messages.iter().find(|m| attr(m, "idempotency_key") == Some(k)).unwrap();
     assert_eq!(sys(by_key("m-fifo"), A::MessageGroupId).as_deref(), Some("customer-1"));
     assert_eq!(sys(by_key("m-fifo"), A::MessageDeduplicationId), Some(sha256_hex(b"m-fifo")));
-    assert_eq!(sys(by_key("m-plan"), A::MessageGroupId).as_deref(), Some("plan.created"));
+    assert_eq!(sys(by_key("m-plan"), A::MessageGroupId).as_deref(), Some("plan"));
 }
 
 #[tokio::test]
@@ -527,9 +527,10 @@ async fn secrets_can_be_read_from_an_ssm_secure_string() {
         .send()
         .await
         .unwrap();
-    let set = stigg_webhooks::aws::load_secret_parameter(&sdk, &name).await.unwrap();
+    use stigg_webhooks::secrets::SecretFetch;
+    let set = stigg_webhooks::aws::SecretParameter::new(&sdk, &name).fetch().await.unwrap();
     assert!(set.verify(SECRET.as_bytes()) && set.verify(OLD_SECRET.as_bytes()));
-    let err = stigg_webhooks::aws::load_secret_parameter(&sdk, "/stigg/missing").await.unwrap_err();
+    let err = stigg_webhooks::aws::SecretParameter::new(&sdk, "/stigg/missing").fetch().await.unwrap_err();
     assert!(err.to_string().contains("/stigg/missing"));
 }
 

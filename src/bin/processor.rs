@@ -9,7 +9,7 @@ use stigg_webhooks::config::{ProcessEnv, ProcessorConfig};
 use stigg_webhooks::handler::{Handlers, LoggingHandler};
 use stigg_webhooks::processor::Processor;
 use stigg_webhooks::queue::EventQueue;
-use stigg_webhooks::{aws, init_error, metrics};
+use stigg_webhooks::{aws, init_error, logging, metrics};
 
 /// Your business logic goes here.
 fn handlers() -> Handlers {
@@ -20,7 +20,7 @@ fn handlers() -> Handlers {
 // a multi-thread runtime only adds cross-thread wake-ups (measured in BENCHMARKS.md).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    logging::init();
     metrics::init("processor");
     let config = ProcessorConfig::from_env(&ProcessEnv).map_err(init_error)?;
     let sdk = aws::load_sdk_config().await;

@@ -3,25 +3,29 @@
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
-use stigg_webhooks::config::{ProcessEnv, ReceiverConfig, SecretSource};
+use stigg_webhooks::config::{ConfigError, ProcessEnv, ReceiverConfig, SecretSource};
 use stigg_webhooks::queue::EventQueue;
 use stigg_webhooks::receiver::Receiver;
-use stigg_webhooks::{aws, init_error, metrics};
+use stigg_webhooks::secrets::Secrets;
+use stigg_webhooks::{aws, init_error, logging, metrics};
 
 // One thread: Lambda gives a small function a fraction of one vCPU, and the work is I/O-bound;
 // a multi-thread runtime only adds cross-thread wake-ups (measured in BENCHMARKS.md).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    logging::init();
     metrics::init("receiver");
     // Any configuration problem fails the cold start here, with the variable named.
     let config = ReceiverConfig::from_env(&ProcessEnv).map_err(init_error)?;
     let sdk = aws::load_sdk_config().await;
     let secrets = match config.secrets {
-        SecretSource::Inline(set) => set,
-        SecretSource::Parameter(name) => aws::load_secret_parameter(&sdk, &name).await.map_err(init_error)?,
+        SecretSource::Inline(set) => Secrets::fixed(set),
+        SecretSource::Parameter { name, policy } => {
+            let parameter = Box::new(aws::SecretParameter::new(&sdk, name));
+            Secrets::refreshing(parameter, policy).await.map_err(|e| init_error(ConfigError::from(e)))?
+        }
     };
-    if secrets.has_weak_secret() {
+    if secrets.current().has_weak_secret() {
         tracing::warn!("a webhook secret is shorter than 16 characters");
     }
     let store =

@@ -2,6 +2,7 @@
 //! started by `make test`), one fresh table and queue per test.
 #![allow(dead_code)]
 
+pub mod counting_proxy;
 pub mod fault_proxy;
 pub mod runtime_api;
 
@@ -220,4 +221,17 @@ pub fn attr<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
 /// A deadline `d` from now, as Lambda's `Context.deadline` gives it.
 pub fn deadline_in(d: Duration) -> SystemTime {
     SystemTime::now() + d
+}
+
+/// Creates or overwrites an SSM SecureString parameter on the emulator.
+pub async fn put_secure_parameter(name: &str, value: &str) {
+    let ssm = aws_sdk_ssm::Client::new(&admin_config_for(&endpoint()).await);
+    ssm.put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("put parameter");
 }
