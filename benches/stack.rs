@@ -21,7 +21,7 @@ use stigg_webhooks::config::QueueUrl;
 use stigg_webhooks::handler::{Handlers, LoggingHandler};
 use stigg_webhooks::processor::Processor;
 use stigg_webhooks::queue::EventQueue;
-use stigg_webhooks::receiver::{HttpRequest, Receiver};
+use stigg_webhooks::receiver::Receiver;
 use stigg_webhooks::secrets::SecretSet;
 
 const SECRET: &str = "bench-secret-0123456789abcdef";
@@ -269,11 +269,11 @@ async fn request_counts(res: &Resources, template: &Value) -> [Counts; 3] {
     let body = stigg_event(template, "count-1");
     let deadline = || deadline_in(Duration::from_secs(10));
     let snapshot = |d: &Recorder, s: &Recorder| (d.clone_counts(), s.clone_counts());
-    assert_eq!(receiver.handle(HttpRequest::from_event(function_url_event(&body)), deadline()).await.status_code, 202);
+    assert_eq!(receiver.handle(url_request(&function_url_event(&body)), deadline()).await.status(), 202);
     let new = snapshot(&ddb_calls, &sqs_calls);
     ddb_calls.reset();
     sqs_calls.reset();
-    assert_eq!(receiver.handle(HttpRequest::from_event(function_url_event(&body)), deadline()).await.status_code, 200);
+    assert_eq!(receiver.handle(url_request(&function_url_event(&body)), deadline()).await.status(), 200);
     let dup = snapshot(&ddb_calls, &sqs_calls);
     ddb_calls.reset();
     sqs_calls.reset();

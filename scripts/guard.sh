@@ -15,7 +15,7 @@ cd "$root"
 "$guard" validate --rules policy/template.guard --data template.yaml --show-summary fail
 # Each rule's passing and failing examples. Only mismatches are worth reading.
 if ! out=$("$guard" test --rules-file policy/template.guard --test-data policy/tests/template_tests.yaml 2>&1); then
-  echo "$out" | grep -v "No Test expectation" >&2
+  echo "$out" | grep -B4 "Evaluated =" >&2
   exit 1
 fi
 echo "cfn-guard: template.yaml complies; $(grep -c '^Test Case' <<<"$out") rule test cases pass"

@@ -6,6 +6,10 @@
 //!
 //! `src/bin/*` only wire configuration to clients to these handlers.
 
+/// Re-exported so tests and tools build function-URL requests with the receiver's own
+/// `lambda_http` (`lambda_http::request::from_str`).
+pub use lambda_http;
+
 pub mod aws;
 pub mod claim;
 pub mod config;

@@ -11,8 +11,13 @@
 //!   DEBUG lines carry error kinds, not bodies);
 //! - every other crate at most INFO.
 //!
-//! `tests/faults.rs` (`no_log_line_at_the_most_verbose_setting…`) runs the receiver with
+//! `tests/production.rs` (`no_log_line_at_the_most_verbose_setting…`) runs both functions with
 //! `AWS_LAMBDA_LOG_LEVEL=TRACE` and `RUST_LOG=trace` and finds no secret and no payload value.
+//!
+//! JSON lines carry an RFC 3339 `timestamp`: Lambda's log-level filter assigns INFO to a line
+//! without a valid one (whatever its `level`), so at `ApplicationLogLevel` WARN or ERROR every
+//! WARN and ERROR line would be dropped
+//! (<https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html>).
 
 use std::str::FromStr;
 
@@ -61,8 +66,10 @@ pub fn init() -> LevelFilter {
     let env_filter = EnvFilter::builder().with_default_directive(level.into()).parse_lossy(directives);
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let ceiling = FilterFn::new(allowed);
-    let base = fmt::layer().with_target(false).without_time();
-    let layer = if json { base.json().boxed() } else { base.boxed() };
+    let base = fmt::layer().with_target(false);
+    // JSON (Lambda): tracing's default timer writes RFC 3339 UTC under "timestamp". Text (a
+    // terminal): no time, the reader has one.
+    let layer = if json { base.json().boxed() } else { base.without_time().boxed() };
     let _ = tracing_subscriber::registry().with(layer.with_filter(env_filter).with_filter(ceiling)).try_init();
     level
 }

@@ -2,11 +2,12 @@
 //! written to stdout as one EMF document after each invocation (no extra API calls). Without an
 //! installed collector (tests, local tools) every call here is a no-op.
 //!
-//! Every EMF line carries a `level`. Lambda's log-level filtering (JSON log format) reads a
-//! line's `level` and treats a JSON line without one as INFO, so at `ApplicationLogLevel` WARN
-//! or ERROR a level-less EMF line is dropped before CloudWatch Logs can extract the metric and
-//! every metric alarm goes quiet. The lines are therefore stamped with the configured level
-//! itself (INFO at most verbose), the least that still passes the filter:
+//! Every EMF line carries a `level` and an RFC 3339 `timestamp`. Lambda's log-level filtering
+//! (JSON log format) treats a JSON line without a valid `level`, or without a valid RFC 3339
+//! `timestamp`, as INFO, so at `ApplicationLogLevel` WARN or ERROR such an EMF line is dropped
+//! before CloudWatch Logs can extract the metric and every metric alarm goes quiet. The lines are
+//! therefore stamped with the configured level itself (INFO at most verbose), the least that
+//! still passes the filter, and the time of the flush:
 //! <https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html>.
 
 use std::sync::OnceLock;
@@ -46,11 +47,30 @@ pub fn init(function: &'static str) {
 
 /// Writes what was recorded since the last flush (call once per invocation).
 pub fn flush() {
-    if let Some(collector) = COLLECTOR.get()
-        && let Err(e) = collector.flush(std::io::stdout())
-    {
-        tracing::warn!(error = %e, "metrics flush failed");
+    if let Some(collector) = COLLECTOR.get() {
+        collector.set_property("timestamp", rfc3339(std::time::SystemTime::now()));
+        if let Err(e) = collector.flush(std::io::stdout()) {
+            tracing::warn!(error = %e, "metrics flush failed");
+        }
     }
+}
+
+/// `t` as RFC 3339 UTC with milliseconds (`2026-12-01T19:04:05.678Z`), the form Lambda's log
+/// filter reads. Days to civil date: Howard Hinnant's `civil_from_days`.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, millis) = (since.as_secs() as i64, since.subsec_millis());
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// How the receiver answered one request.
@@ -123,6 +143,14 @@ pub fn processor(outcome: ProcessorOutcome, latency_ms: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_123)), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_982_645)), "2026-11-29T20:04:05.000Z");
+    }
 
     #[test]
     fn emf_lines_pass_every_level_lambda_can_filter_at() {

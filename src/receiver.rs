@@ -1,6 +1,10 @@
 //! The `receiver` function: authenticates Stigg's request, validates the payload, claims its
 //! idempotency key and queues the raw bytes, answering within milliseconds.
 //!
+//! Built on `lambda_http`, as the runtime's own function-URL examples are: the request arrives
+//! as an `http::Request` (case-insensitive `HeaderMap`, body already base64-decoded, the source
+//! address in the request context).
+//!
 //! | request                                   | answer |
 //! |-------------------------------------------|--------|
 //! | method other than POST                    | 405    |
@@ -12,15 +16,18 @@
 //! | key already completed                     | 200, not queued |
 //! | key claimed by an attempt in flight       | 409    |
 //! | DynamoDB or SQS failure                   | 503, claim rolled back |
+//!
+//! An event a function URL never produces (`isBase64Encoded: true` with invalid base64, a
+//! payload that is not a function-URL event) makes `lambda_http`'s conversion fail before this
+//! code runs; the runtime answers it with an invocation error (a 502 on a URL, which Stigg would
+//! retry), and the process serves the next request (`tests/faults.rs`).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlResponse;
-use aws_lambda_events::http::{HeaderValue, header};
-use base64::Engine;
-use lambda_runtime::LambdaEvent;
+use lambda_http::http::{Method, StatusCode, header};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 
 use crate::claim::{ClaimOutcome, IdempotencyStore, StoreError};
@@ -30,49 +37,24 @@ use crate::metrics;
 use crate::queue::{EventQueue, FifoIds, Outbound, QueueError};
 use crate::secrets::{SecretSet, Secrets};
 
-/// The header Stigg puts the shared secret in (matched case-insensitively).
+/// The header Stigg puts the shared secret in (a `HeaderMap` matches it in any case).
 pub const SECRET_HEADER: &str = "stigg-webhooks-secret";
 
-/// A function-URL request (payload format 2.0), read tolerantly: a field that is missing or of
-/// an unexpected shape is treated as absent, so a malformed event gets a 4XX, never a crash.
-/// API Gateway REST (1.0) fields are understood too.
-#[derive(Debug, Default, Clone)]
-pub struct HttpRequest {
-    pub method: String,
-    /// Header names lowercased; function URLs join repeated headers with commas.
-    pub headers: HashMap<String, String>,
-    pub body: Option<String>,
-    pub is_base64_encoded: bool,
-    pub source_ip: Option<String>,
+/// The claim lease when a request carries no Lambda context (tests, tools): the template's
+/// receiver timeout.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// The caller's address, from the function URL's request context.
+pub fn source_ip(request: &Request) -> Option<IpAddr> {
+    #[allow(unreachable_patterns)] // other variants exist only with lambda_http features we do not enable
+    match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context.http.source_ip.as_deref()?.parse().ok(),
+        _ => None,
+    }
 }
 
-impl HttpRequest {
-    pub fn from_event(mut event: Value) -> Self {
-        let str_at = |v: &Value, path: &[&str]| {
-            path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_str).map(str::to_owned)
-        };
-        let method = str_at(&event, &["requestContext", "http", "method"])
-            .or_else(|| str_at(&event, &["httpMethod"]))
-            .unwrap_or_default();
-        let source_ip = str_at(&event, &["requestContext", "http", "sourceIp"])
-            .or_else(|| str_at(&event, &["requestContext", "identity", "sourceIp"]));
-        let headers = match event.get("headers") {
-            Some(Value::Object(map)) => {
-                map.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.to_ascii_lowercase(), v.to_owned()))).collect()
-            }
-            _ => HashMap::new(),
-        };
-        let is_base64_encoded = event.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false);
-        let body = match event.get_mut("body").map(Value::take) {
-            Some(Value::String(s)) => Some(s),
-            _ => None,
-        };
-        Self { method, headers, body, is_base64_encoded, source_ip }
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
+fn presented_secret(request: &Request) -> &[u8] {
+    request.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default()
 }
 
 /// Why a request was not accepted. Each variant knows its HTTP status; the cause stays in the
@@ -87,8 +69,6 @@ pub enum ReceiveError {
     Unauthorized,
     #[error("body larger than {limit} bytes")]
     TooLarge { limit: usize },
-    #[error("body is not valid base64")]
-    InvalidBase64,
     #[error("invalid payload: {0}")]
     InvalidPayload(#[from] PayloadError),
     #[error("another delivery of this event is being processed; retry later")]
@@ -106,7 +86,7 @@ impl ReceiveError {
             Self::ForbiddenSource => 403,
             Self::Unauthorized => 401,
             Self::TooLarge { .. } => 413,
-            Self::InvalidBase64 | Self::InvalidPayload(_) => 400,
+            Self::InvalidPayload(_) => 400,
             Self::InFlight => 409,
             Self::Store(_) | Self::Queue(_) => 503,
         }
@@ -120,7 +100,7 @@ impl ReceiveError {
             Self::ForbiddenSource => O::Forbidden,
             Self::Unauthorized => O::Unauthorized,
             Self::TooLarge { .. } => O::TooLarge,
-            Self::InvalidBase64 | Self::InvalidPayload(_) => O::Invalid,
+            Self::InvalidPayload(_) => O::Invalid,
             Self::InFlight => O::Conflict,
             Self::Store(_) | Self::Queue(_) => O::DependencyFailure,
         }
@@ -158,47 +138,39 @@ impl Checks {
     }
 
     /// Method and source address: refused before the secret is even looked at.
-    pub fn origin(&self, request: &HttpRequest) -> Result<(), ReceiveError> {
-        if !request.method.eq_ignore_ascii_case("POST") {
+    pub fn origin(&self, request: &Request) -> Result<(), ReceiveError> {
+        if request.method() != Method::POST {
             return Err(ReceiveError::MethodNotAllowed);
         }
-        if let Some(allowed) = &self.allowed_sources {
-            let ip = request.source_ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok());
-            if !ip.is_some_and(|ip| allowed.allows(ip)) {
-                return Err(ReceiveError::ForbiddenSource);
-            }
+        if let Some(allowed) = &self.allowed_sources
+            && !source_ip(request).is_some_and(|ip| allowed.allows(ip))
+        {
+            return Err(ReceiveError::ForbiddenSource);
         }
         Ok(())
     }
 
-    /// Size and payload, once the secret matched.
-    pub fn body(&self, request: HttpRequest) -> Result<Admitted, ReceiveError> {
-        let raw = self.decode_body(request)?;
-        let payload = WebhookPayload::parse(raw.as_bytes())?;
-        Ok(Admitted { payload, raw })
-    }
-
-    /// The body as text, within the size limit. Valid JSON is valid UTF-8, so a body that is not
-    /// UTF-8 is refused here as the invalid payload it is.
-    fn decode_body(&self, request: HttpRequest) -> Result<String, ReceiveError> {
+    /// Size and payload, once the secret matched. The body is what the caller sent (a function
+    /// URL base64-encodes binary bodies and `lambda_http` has decoded them). Valid JSON is valid
+    /// UTF-8, so a body that is not UTF-8 is refused as the invalid payload it is.
+    pub fn body(&self, body: Body) -> Result<Admitted, ReceiveError> {
         let limit = self.max_body_bytes;
-        let body = request.body.unwrap_or_default();
-        let bytes = if request.is_base64_encoded {
-            // Refuse before decoding anything that cannot fit once decoded.
-            if body.len() / 4 * 3 > limit + 3 {
-                return Err(ReceiveError::TooLarge { limit });
+        let raw = match body {
+            Body::Text(text) => text,
+            Body::Binary(bytes) => {
+                if bytes.len() > limit {
+                    return Err(ReceiveError::TooLarge { limit });
+                }
+                String::from_utf8(bytes).map_err(|_| PayloadError::NotUtf8)?
             }
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(body.trim_end())
-                .map_err(|_| ReceiveError::InvalidBase64)?;
-            String::from_utf8(decoded).map_err(|_| PayloadError::NotUtf8)?
-        } else {
-            body
+            // Empty, and any kind a later lambda_http adds: no JSON object in it.
+            _ => String::new(),
         };
-        if bytes.len() > limit {
+        if raw.len() > limit {
             return Err(ReceiveError::TooLarge { limit });
         }
-        Ok(bytes)
+        let payload = WebhookPayload::parse(raw.as_bytes())?;
+        Ok(Admitted { payload, raw })
     }
 }
 
@@ -222,12 +194,12 @@ impl Gate {
         Self { secrets, checks: Checks::new(allowed_sources, max_body_bytes) }
     }
 
-    pub fn admit(&self, request: HttpRequest) -> Result<Admitted, ReceiveError> {
+    pub fn admit(&self, request: Request) -> Result<Admitted, ReceiveError> {
         self.checks.origin(&request)?;
-        if !self.secrets.verify(request.header(SECRET_HEADER).unwrap_or_default().as_bytes()) {
+        if !self.secrets.verify(presented_secret(&request)) {
             return Err(ReceiveError::Unauthorized);
         }
-        self.checks.body(request)
+        self.checks.body(request.into_body())
     }
 }
 
@@ -275,17 +247,16 @@ impl Receiver {
         }
     }
 
-    /// The Lambda entry point: never fails, every outcome is an HTTP answer.
-    pub async fn handle_event(
-        &self,
-        event: LambdaEvent<Value>,
-    ) -> Result<LambdaFunctionUrlResponse, std::convert::Infallible> {
-        let deadline = event.context.deadline();
-        Ok(self.handle(HttpRequest::from_event(event.payload), deadline).await)
+    /// The Lambda entry point (`lambda_http::run(service_fn(...))`): never fails, every
+    /// outcome is an HTTP answer. The claim's lease is the invocation's deadline.
+    pub async fn handle_request(&self, request: Request) -> Result<Response<Body>, std::convert::Infallible> {
+        let deadline =
+            request.lambda_context_ref().map(|c| c.deadline()).unwrap_or_else(|| SystemTime::now() + DEFAULT_LEASE);
+        Ok(self.handle(request, deadline).await)
     }
 
     /// Handles one request; `deadline` is when the invocation ends (the claim's lease).
-    pub async fn handle(&self, request: HttpRequest, deadline: SystemTime) -> LambdaFunctionUrlResponse {
+    pub async fn handle(&self, request: Request, deadline: SystemTime) -> Response<Body> {
         let started = Instant::now();
         let mut log = RequestLog::default();
         let result = self.receive(request, deadline, &mut log).await;
@@ -317,16 +288,15 @@ impl Receiver {
 
     async fn receive(
         &self,
-        request: HttpRequest,
+        request: Request,
         deadline: SystemTime,
         log: &mut RequestLog,
     ) -> Result<Accepted, ReceiveError> {
         self.checks.origin(&request)?;
-        let presented = request.header(SECRET_HEADER).unwrap_or_default();
-        if !self.secrets.verify(presented.as_bytes()).await {
+        if !self.secrets.verify(presented_secret(&request)).await {
             return Err(ReceiveError::Unauthorized);
         }
-        let Admitted { payload, raw } = self.checks.body(request)?;
+        let Admitted { payload, raw } = self.checks.body(request.into_body())?;
         log.key = Some(payload.key.to_string());
         log.event_type = Some(payload.event_type.to_string());
         log.trace_id = payload.trace_id().map(str::to_owned);
@@ -380,54 +350,38 @@ impl Receiver {
     }
 }
 
-fn response(status: u16, body: &Value, allow_post: bool) -> LambdaFunctionUrlResponse {
-    let mut r = LambdaFunctionUrlResponse::default();
-    r.status_code = i64::from(status);
-    r.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+fn response(status: u16, body: &Value, allow_post: bool) -> Response<Body> {
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, "application/json");
     if allow_post {
-        r.headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+        builder = builder.header(header::ALLOW, "POST");
     }
-    r.body = Some(body.to_string());
-    r
+    builder.body(Body::Text(body.to_string())).expect("a status and static headers always build")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn request(event: Value) -> Request {
+        lambda_http::request::from_str(&event.to_string()).expect("a function-URL event")
+    }
+
     #[test]
-    fn function_url_events_are_read() {
-        let e = json!({
-            "version": "2.0",
+    fn function_url_events_are_read_by_lambda_http() {
+        let r = request(json!({
+            "version": "2.0", "rawPath": "/", "rawQueryString": "",
             "headers": {"Stigg-Webhooks-Secret": "s", "content-type": "application/json"},
-            "requestContext": {"http": {"method": "POST", "sourceIp": "18.119.35.43"}, "timeEpoch": 1},
+            "requestContext": {"http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1", "sourceIp": "18.119.35.43", "userAgent": "x"},
+                               "timeEpoch": 1, "requestId": "r", "domainName": "x.lambda-url.us-east-1.on.aws"},
             "body": "eyJ0eXBlIjoieCJ9",
             "isBase64Encoded": true
-        });
-        let r = HttpRequest::from_event(e);
-        assert_eq!(r.method, "POST");
-        assert_eq!(r.header(SECRET_HEADER), Some("s"));
-        assert_eq!(r.source_ip.as_deref(), Some("18.119.35.43"));
-        assert!(r.is_base64_encoded);
-        assert_eq!(r.body.as_deref(), Some("eyJ0eXBlIjoieCJ9"));
-    }
-
-    #[test]
-    fn malformed_events_read_as_empty_requests() {
-        for e in [json!(null), json!([1]), json!({"headers": [1], "body": 5, "requestContext": "x"})] {
-            let r = HttpRequest::from_event(e);
-            assert_eq!(r.method, "");
-            assert!(r.body.is_none());
-        }
-    }
-
-    #[test]
-    fn rest_api_events_are_read_too() {
-        let r = HttpRequest::from_event(
-            json!({"httpMethod": "POST", "requestContext": {"identity": {"sourceIp": "1.2.3.4"}}}),
-        );
-        assert_eq!(r.method, "POST");
-        assert_eq!(r.source_ip.as_deref(), Some("1.2.3.4"));
+        }));
+        assert_eq!(r.method(), Method::POST);
+        assert_eq!(presented_secret(&r), b"s", "header names match in any case");
+        assert_eq!(source_ip(&r), Some("18.119.35.43".parse().unwrap()));
+        assert_eq!(r.body().as_ref(), br#"{"type":"x"}"#, "base64 bodies arrive decoded");
     }
 
     #[test]
@@ -436,7 +390,6 @@ mod tests {
         assert_eq!(ReceiveError::ForbiddenSource.status(), 403);
         assert_eq!(ReceiveError::Unauthorized.status(), 401);
         assert_eq!(ReceiveError::TooLarge { limit: 1 }.status(), 413);
-        assert_eq!(ReceiveError::InvalidBase64.status(), 400);
         assert_eq!(ReceiveError::InvalidPayload(PayloadError::NotAnObject).status(), 400);
         assert_eq!(ReceiveError::InFlight.status(), 409);
     }
@@ -444,9 +397,8 @@ mod tests {
     #[test]
     fn responses_are_small_json_and_405_names_the_allowed_method() {
         let r = response(405, &json!({"error": "method not allowed"}), true);
-        assert_eq!(r.status_code, 405);
-        assert_eq!(r.headers.get("allow").unwrap(), "POST");
-        assert_eq!(r.headers.get("content-type").unwrap(), "application/json");
-        assert!(!r.is_base64_encoded);
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()["allow"], "POST");
+        assert_eq!(r.headers()["content-type"], "application/json");
     }
 }

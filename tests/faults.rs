@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
 use stigg_webhooks::config::QueueUrl;
 use stigg_webhooks::handler::{Handlers, LoggingHandler};
+use stigg_webhooks::lambda_http::Request;
 use stigg_webhooks::processor::{Processor, RecordOutcome};
 use stigg_webhooks::queue::EventQueue;
-use stigg_webhooks::receiver::{HttpRequest, Receiver};
+use stigg_webhooks::receiver::Receiver;
 use stigg_webhooks::secrets::SecretSet;
 
 const SECRET: &str = "fault-suite-secret-0123456789";
@@ -257,14 +258,14 @@ async fn when_dynamodb_throttles_the_sdk_retries_within_budget_then_503_with_no_
     let receiver = receiver_via(&res, &proxy.url(), &endpoint()).await;
     let started = Instant::now();
     let reply = receiver.handle(post(&event("k-throttled")), deadline_in(Duration::from_secs(10))).await;
-    assert_eq!(reply.status_code, 503);
+    assert_eq!(reply.status(), 503);
     assert_eq!(proxy.throttled(), 3, "three attempts: the SDK's standard retry budget");
     assert!(started.elapsed() < Duration::from_secs(8), "inside the receiver's timeout");
     assert!(res.items().await.is_empty());
     assert!(res.drain().await.is_empty());
     proxy.set(Fault::Pass);
     let reply = receiver.handle(post(&event("k-throttled")), deadline_in(Duration::from_secs(10))).await;
-    assert_eq!(reply.status_code, 202);
+    assert_eq!(reply.status(), 202);
 }
 
 #[tokio::test]
@@ -274,12 +275,12 @@ async fn when_sqs_refuses_connections_the_claim_is_rolled_back_and_the_retry_aft
     let receiver = receiver_via(&res, &ddb_endpoint(), &proxy.url()).await;
     proxy.set(Fault::Refuse);
     let reply = receiver.handle(post(&event("k-outage")), deadline_in(Duration::from_secs(10))).await;
-    assert_eq!(reply.status_code, 503);
+    assert_eq!(reply.status(), 503);
     assert!(proxy.refused() >= 3, "the SDK retried");
     assert!(res.items().await.is_empty(), "claim rolled back");
     proxy.set(Fault::Pass);
     let reply = receiver.handle(post(&event("k-outage")), deadline_in(Duration::from_secs(10))).await;
-    assert_eq!(reply.status_code, 202);
+    assert_eq!(reply.status(), 202);
     assert_eq!(res.drain().await.len(), 1);
 }
 
@@ -303,10 +304,10 @@ async fn a_duplicate_re_sent_after_a_lost_completion_still_runs_handlers_once() 
     );
     calls.fail("UpdateItem");
     // Lease of 300 ms: the completion is lost, so once the lease passes a retry is queued again.
-    assert_eq!(receiver.handle(post(&event("k-lost")), deadline_in(Duration::from_millis(300))).await.status_code, 202);
+    assert_eq!(receiver.handle(post(&event("k-lost")), deadline_in(Duration::from_millis(300))).await.status(), 202);
     tokio::time::sleep(Duration::from_millis(400)).await;
     calls.heal();
-    assert_eq!(receiver.handle(post(&event("k-lost")), deadline_in(Duration::from_secs(10))).await.status_code, 202);
+    assert_eq!(receiver.handle(post(&event("k-lost")), deadline_in(Duration::from_secs(10))).await.status(), 202);
     let messages = res.drain().await;
     assert_eq!(messages.len(), 2, "the event was queued twice");
     let processor = Processor::new(
@@ -379,10 +380,33 @@ async fn stiggs_whole_retry_schedule_rides_out_a_45_second_sqs_outage() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// lambda_http converts the event before the receiver's code runs. A body flagged base64 that is
+/// not base64 (a function URL never sends one: it encodes bodies itself) makes that conversion
+/// panic; with `panic = "unwind"` the runtime answers an invocation error (a 502 on a function
+/// URL, which Stigg would retry) and the same process serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_a_function_url_never_sends_is_an_invocation_error_and_the_process_serves_on() {
+    let res = Resources::create(false).await;
+    let api = RuntimeApi::start(Duration::from_secs(10)).await;
+    let receiver =
+        FunctionProcess::spawn(binary("receiver").as_path(), &api, &receiver_env(&res, &ddb_endpoint(), &endpoint()));
+    let mut bad_base64 = function_url_event(&event("k-b64"));
+    bad_base64["body"] = json!("%%% not base64 %%%");
+    bad_base64["isBase64Encoded"] = json!(true);
+    let error = api.invoke(&bad_base64, Duration::from_secs(10)).await.expect_err("an invocation error, not an answer");
+    assert!(error.contains("errorType") || error.contains("errorMessage"), "{error}");
+    let not_an_http_event = json!({"Records": []});
+    api.invoke(&not_an_http_event, Duration::from_secs(10)).await.expect_err("not a function-URL event");
+    let after = api.invoke(&function_url_event(&event("k-after")), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(after["statusCode"], 202, "the process survived and serves Stigg");
+    assert_eq!(res.drain().await.len(), 1, "nothing was queued for the refused events");
+    drop(receiver);
+}
+
 // --- helpers shared with the in-process tests above ---
 
-fn post(body: &str) -> HttpRequest {
-    HttpRequest::from_event(function_url_event(body))
+fn post(body: &str) -> Request {
+    url_request(&function_url_event(body))
 }
 
 async fn receiver_via(res: &Resources, ddb: &str, sqs: &str) -> Receiver {

@@ -137,18 +137,66 @@ async fn a_failed_re_read_keeps_the_cached_secrets_and_is_logged() {
     assert!(failures >= 1, "counted as SecretRefreshes{{Outcome=failed}}");
 }
 
-/// Every line a process wrote, and the lines Lambda would keep at `level` (JSON log format):
-/// a line's `level` field, INFO when it has none or is not JSON.
-/// <https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html>
+/// The lines Lambda keeps at `level` (JSON log format): a line's `level`, but INFO when the
+/// level is missing or invalid, when the line is not JSON, or when it has no valid RFC 3339
+/// `timestamp`. <https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html>
 fn kept_by_lambda_at(level: &str, lines: &[String]) -> Vec<Value> {
     let rank =
         |l: &str| ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"].iter().position(|x| x.eq_ignore_ascii_case(l));
     let threshold = rank(level).unwrap();
+    let info = rank("INFO").unwrap();
     lines
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|_| json!({"message": l})))
-        .filter(|v| rank(v["level"].as_str().unwrap_or("INFO")).unwrap_or(2) >= threshold)
+        .filter(|v| {
+            let stated = v["level"].as_str().and_then(rank).unwrap_or(info);
+            let effective = if v["timestamp"].as_str().is_some_and(is_rfc3339) { stated } else { info };
+            effective >= threshold
+        })
         .collect()
+}
+
+/// `2026-12-01T19:04:05Z`, with optional fractional seconds and a `Z` or `±hh:mm` offset.
+fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let head = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && (b[10] == b'T' || b[10] == b't')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !head {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &frac[n..];
+    }
+    rest == "Z"
+        || rest == "z"
+        || (rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":")
+}
+
+#[test]
+fn the_lambda_filter_model_reads_timestamps_as_lambda_documents() {
+    assert!(is_rfc3339("2024-11-02T16:51:31.587199Z"));
+    assert!(is_rfc3339("2026-12-01T19:04:05+01:00"));
+    for bad in ["1733083445000", "2024-11-02 16:51:31", "2024-11-02T16:51:31.Z", ""] {
+        assert!(!is_rfc3339(bad), "{bad}");
+    }
+    let lines = [r#"{"level":"ERROR","timestamp":"2024-11-02T16:51:31Z"}"#, r#"{"level":"ERROR"}"#].map(String::from);
+    assert_eq!(kept_by_lambda_at("WARN", &lines).len(), 1, "an ERROR line without a timestamp counts as INFO");
 }
 
 fn emf_outcomes(kept: &[Value], metric: &str) -> Vec<String> {
@@ -172,6 +220,9 @@ async fn metrics_survive_lambdas_log_level_filter_at_the_most_restrictive_level_
         assert_eq!(status(&api, secret, &event(&format!("m-{level}"))).await, 202);
         assert_eq!(status(&api, "wrong-secret-xyz", &event("m-x")).await, 401);
         assert_eq!(status(&api, secret, "[]").await, 400);
+        // The same messageId with other bytes: answered as a duplicate, with a WARN line.
+        let reused = json!({"type": "subscription.updated", "messageId": format!("m-{level}"), "other": 1}).to_string();
+        assert_eq!(status(&api, secret, &reused).await, 200);
         let papi = RuntimeApi::start(Duration::from_secs(30)).await;
         let penv = vec![
             ("IDEMPOTENCY_TABLE", res.table.as_str().to_owned()),
@@ -188,11 +239,16 @@ async fn metrics_survive_lambdas_log_level_filter_at_the_most_restrictive_level_
         let kept = kept_by_lambda_at(level, &receiver.lines());
         let mut outcomes = emf_outcomes(&kept, "Requests");
         outcomes.sort();
-        assert_eq!(outcomes, ["accepted", "invalid", "unauthorized"], "receiver metrics kept at {level}");
+        assert_eq!(outcomes, ["accepted", "duplicate", "invalid", "unauthorized"], "receiver metrics kept at {level}");
         assert!(
             !kept.iter().any(|v| v["fields"]["message"] == "webhook handled"),
             "INFO lines are filtered at {level}"
         );
+        let warned = kept.iter().any(|v| {
+            v["level"] == "WARN"
+                && v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("duplicate key with a different body"))
+        });
+        assert_eq!(warned, level == "WARN", "WARN lines are kept at WARN (they carry a timestamp), dropped at ERROR");
         let kept = kept_by_lambda_at(level, &processor.lines());
         assert_eq!(emf_outcomes(&kept, "Records"), ["processed"], "processor metrics kept at {level}");
     }

@@ -4,15 +4,15 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlResponse;
 use base64::Engine;
 use common::*;
 use serde_json::{Value, json};
 use stigg_webhooks::claim::{ClaimOutcome, ClaimScope, IdempotencyStore};
 use stigg_webhooks::config::SourceAllowList;
 use stigg_webhooks::event::sha256_hex;
+use stigg_webhooks::lambda_http::{Body, Response};
 use stigg_webhooks::queue::EventQueue;
-use stigg_webhooks::receiver::{HttpRequest, Receiver};
+use stigg_webhooks::receiver::Receiver;
 use stigg_webhooks::secrets::SecretSet;
 
 const SECRET: &str = "whsec-current-0123456789";
@@ -86,8 +86,9 @@ impl TestApp {
         IdempotencyStore::new(self.res.ddb.clone(), self.res.table.clone(), self.options.ttl, ClaimScope::Receiver)
     }
 
-    async fn send(&self, request: HttpRequest) -> Reply {
-        Reply(self.receiver.handle(request, deadline_in(Duration::from_secs(10))).await)
+    /// Sends a function-URL event, converted by lambda_http as at run time.
+    async fn send(&self, event: Value) -> Reply {
+        Reply(self.receiver.handle(url_request(&event), deadline_in(Duration::from_secs(10))).await)
     }
 
     async fn post(&self, body: &str) -> Reply {
@@ -95,27 +96,28 @@ impl TestApp {
     }
 }
 
-struct Reply(LambdaFunctionUrlResponse);
+struct Reply(Response<Body>);
 
 impl Reply {
     fn status(&self) -> i64 {
-        self.0.status_code
+        i64::from(self.0.status().as_u16())
     }
 
     fn json(&self) -> Value {
-        serde_json::from_str(self.0.body.as_deref().unwrap()).unwrap()
+        serde_json::from_slice(self.0.body()).unwrap()
     }
 }
 
-fn post(body: &str) -> HttpRequest {
-    let mut r = HttpRequest::from_event(json!({
-        "version": "2.0",
-        "headers": {"content-type": "application/json", "stigg-webhooks-secret": SECRET},
-        "requestContext": {"http": {"method": "POST", "sourceIp": "18.119.35.43"}, "timeEpoch": 0},
-        "isBase64Encoded": false
-    }));
-    r.body = Some(body.to_owned());
-    r
+/// Stigg's POST from its documented address, as a function-URL event.
+fn post(body: &str) -> Value {
+    let headers = json!({"content-type": "application/json", "stigg-webhooks-secret": SECRET});
+    url_event("POST", headers, Some(body), false, Some("18.119.35.43"))
+}
+
+fn base64_post(bytes: &[u8]) -> Value {
+    let mut event = post(&base64::engine::general_purpose::STANDARD.encode(bytes));
+    event["isBase64Encoded"] = json!(true);
+    event
 }
 
 fn event(message_id: &str) -> String {
@@ -197,21 +199,19 @@ async fn an_event_without_message_id_is_keyed_by_event_id_then_by_body_hash() {
 async fn a_base64_encoded_body_is_decoded_and_queued_as_the_raw_json() {
     let app = spawn_app().await;
     let body = event("m-b64");
-    let mut request = post(&base64::engine::general_purpose::STANDARD.encode(&body));
-    request.is_base64_encoded = true;
-    assert_eq!(app.send(request).await.status(), 202);
+    assert_eq!(app.send(base64_post(body.as_bytes())).await.status(), 202);
     assert_eq!(app.res.drain().await[0].body.as_deref(), Some(body.as_str()));
 }
 
 #[tokio::test]
 async fn methods_other_than_post_get_405() {
     let app = spawn_app().await;
-    for method in ["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", ""] {
+    for method in ["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"] {
         let mut request = post(&event("m-1"));
-        request.method = method.to_owned();
+        request["requestContext"]["http"]["method"] = json!(method);
         let reply = app.send(request).await;
         assert_eq!(reply.status(), 405, "{method}");
-        assert_eq!(reply.0.headers.get("allow").unwrap(), "POST");
+        assert_eq!(reply.0.headers()["allow"], "POST");
     }
     assert_nothing_written(&app).await;
 }
@@ -223,9 +223,10 @@ async fn a_missing_or_wrong_secret_gets_401_and_writes_nothing() {
         [None, Some(""), Some("wrong"), Some(&SECRET[..SECRET.len() - 1]), Some(" whsec-current-0123456789x")];
     for secret in cases {
         let mut request = post(&event("m-1"));
-        request.headers.remove("stigg-webhooks-secret");
+        let headers = request["headers"].as_object_mut().unwrap();
+        headers.remove("stigg-webhooks-secret");
         if let Some(s) = secret {
-            request.headers.insert("stigg-webhooks-secret".into(), s.into());
+            headers.insert("stigg-webhooks-secret".into(), json!(s));
         }
         assert_eq!(app.send(request).await.status(), 401, "{secret:?}");
     }
@@ -241,11 +242,7 @@ async fn the_secret_header_name_matches_in_any_case_and_every_rotated_secret_wor
             .into_iter()
             .enumerate()
     {
-        let event = HttpRequest::from_event(json!({
-            "headers": {name: secret},
-            "requestContext": {"http": {"method": "POST"}},
-            "body": event(&format!("m-case-{i}")),
-        }));
+        let event = url_event("POST", json!({name: secret}), Some(&event(&format!("m-case-{i}"))), false, None);
         assert_eq!(app.send(event).await.status(), 202, "{name}");
     }
 }
@@ -255,7 +252,7 @@ async fn a_source_outside_the_allowed_cidrs_gets_403() {
     let app = spawn_app_with(Options { allowed: Some("18.119.35.43/32"), ..Default::default() }).await;
     for ip in [Some("10.0.0.1"), Some("not-an-ip"), None] {
         let mut request = post(&event("m-ip"));
-        request.source_ip = ip.map(str::to_owned);
+        request["requestContext"]["http"]["sourceIp"] = json!(ip);
         assert_eq!(app.send(request).await.status(), 403, "{ip:?}");
     }
     assert_nothing_written(&app).await;
@@ -270,10 +267,7 @@ async fn a_body_over_the_limit_gets_413_and_one_at_the_limit_is_accepted() {
         format!(r#"{{"type":"t","messageId":"m-size","pad":"{}"}}"#, "x".repeat(len - base.len()))
     };
     assert_eq!(app.post(&padded(1025)).await.status(), 413);
-    let mut encoded = post("");
-    encoded.body = Some(base64::engine::general_purpose::STANDARD.encode(padded(1025)));
-    encoded.is_base64_encoded = true;
-    assert_eq!(app.send(encoded).await.status(), 413);
+    assert_eq!(app.send(base64_post(padded(1025).as_bytes())).await.status(), 413);
     assert_nothing_written(&app).await;
     assert_eq!(app.post(&padded(1024)).await.status(), 202);
 }
@@ -301,14 +295,7 @@ async fn malformed_payloads_get_400_and_write_nothing() {
         assert_eq!(reply.status(), 400, "{body:?}");
         assert!(reply.json()["error"].as_str().unwrap().starts_with("invalid payload"));
     }
-    let mut bad_b64 = post("");
-    bad_b64.body = Some("***not base64***".into());
-    bad_b64.is_base64_encoded = true;
-    assert_eq!(app.send(bad_b64).await.status(), 400);
-    let mut bad_utf8 = post("");
-    bad_utf8.body = Some(base64::engine::general_purpose::STANDARD.encode(b"{\"type\":\"\xff\"}"));
-    bad_utf8.is_base64_encoded = true;
-    assert_eq!(app.send(bad_utf8).await.status(), 400);
+    assert_eq!(app.send(base64_post(b"{\"type\":\"\xff\"}")).await.status(), 400, "not UTF-8");
     assert_nothing_written(&app).await;
 }
 
@@ -322,8 +309,7 @@ async fn every_malformed_request_gets_its_documented_status_and_writes_nothing()
     let deep = format!("{{\"type\":\"x\",\"n\":{}{}}}", "[".repeat(200), "]".repeat(200));
     let huge_id = json!({"type": "x", "messageId": "m".repeat(513)}).to_string();
     let req = |method: &str, headers: Value, body: &str, base64: bool| {
-        json!({"version": "2.0", "headers": headers, "body": body, "isBase64Encoded": base64,
-               "requestContext": {"http": {"method": method, "sourceIp": "18.119.35.43"}}})
+        url_event(method, headers, Some(body), base64, Some("18.119.35.43"))
     };
     let auth = json!({"stigg-webhooks-secret": SECRET});
     let cases: Vec<(&str, Value, u16)> = vec![
@@ -331,7 +317,6 @@ async fn every_malformed_request_gets_its_documented_status_and_writes_nothing()
         ("PUT", req("PUT", auth.clone(), &ok, false), 405),
         ("DELETE", req("DELETE", auth.clone(), &ok, false), 405),
         ("HEAD", req("HEAD", auth.clone(), &ok, false), 405),
-        ("no method at all", json!({"headers": auth.clone(), "body": ok}), 405),
         ("no secret header", req("POST", json!({}), &ok, false), 401),
         ("empty secret", req("POST", json!({"stigg-webhooks-secret": ""}), &ok, false), 401),
         ("wrong secret", req("POST", json!({"stigg-webhooks-secret": "guess"}), &ok, false), 401),
@@ -342,15 +327,13 @@ async fn every_malformed_request_gets_its_documented_status_and_writes_nothing()
             401,
         ),
         ("secret in another header", req("POST", json!({"x-stigg-webhooks-secret": SECRET}), &ok, false), 401),
-        ("secret as a number", req("POST", json!({"stigg-webhooks-secret": 42}), &ok, false), 401),
-        ("headers not an object", req("POST", json!("stigg-webhooks-secret"), &ok, false), 401),
         (
             "oversized body",
             req("POST", auth.clone(), &format!("{{\"type\":\"x\",\"p\":\"{}\"}}", "a".repeat(5000)), false),
             413,
         ),
         ("oversized base64 body", req("POST", auth.clone(), &b64(&[b'a'; 6000]), true), 413),
-        ("no body", json!({"headers": auth.clone(), "requestContext": {"http": {"method": "POST"}}}), 400),
+        ("no body", url_event("POST", auth.clone(), None, false, Some("18.119.35.43")), 400),
         ("empty body", req("POST", auth.clone(), "", false), 400),
         ("not JSON", req("POST", auth.clone(), "type=subscription.created", false), 400),
         ("truncated JSON", req("POST", auth.clone(), "{\"type\":\"x\"", false), 400),
@@ -369,13 +352,11 @@ async fn every_malformed_request_gets_its_documented_status_and_writes_nothing()
             400,
         ),
         ("invalid UTF-8", req("POST", auth.clone(), &b64(b"{\"type\":\"\xc3\x28\"}"), true), 400),
-        ("invalid base64", req("POST", auth.clone(), "%%%=", true), 400),
-        ("base64 flag on plain JSON", req("POST", auth.clone(), &ok, true), 400),
         ("deeply nested JSON", req("POST", auth.clone(), &deep, false), 400),
         ("U+FFFF in a string", req("POST", auth.clone(), "{\"type\":\"x\",\"n\":\"\u{FFFF}\"}", false), 400),
     ];
     for (name, request, expected) in cases {
-        let reply = app.send(HttpRequest::from_event(request)).await;
+        let reply = app.send(request).await;
         assert_eq!(reply.status(), i64::from(expected), "{name}");
         assert!(reply.json()["error"].is_string(), "{name}: a small JSON error body");
     }
@@ -383,7 +364,7 @@ async fn every_malformed_request_gets_its_documented_status_and_writes_nothing()
     assert_nothing_written(&app).await;
     // Header-name case never matters, and the control case is accepted.
     for name in ["Stigg-Webhooks-Secret", "STIGG-WEBHOOKS-SECRET", "sTiGg-WeBhOoKs-SeCrEt"] {
-        let reply = app.send(HttpRequest::from_event(req("POST", json!({name: SECRET}), &event(name), false))).await;
+        let reply = app.send(req("POST", json!({name: SECRET}), &event(name), false)).await;
         assert_eq!(reply.status(), 202, "{name}");
     }
 }
@@ -449,9 +430,9 @@ async fn an_in_flight_claim_gets_409_and_a_crashed_one_is_taken_over_after_its_l
 async fn when_sqs_refuses_the_claim_is_rolled_back_and_the_retry_is_accepted() {
     let app = spawn_app().await;
     let broken = app.receiver_via(&ddb_endpoint(), DEAD_ENDPOINT).await;
-    let reply = broken.handle(post(&event("m-sqs-down")), deadline_in(Duration::from_secs(10))).await;
-    assert_eq!(reply.status_code, 503);
-    assert!(!reply.body.unwrap().contains("127.0.0.1"), "no internal detail in the answer");
+    let reply = broken.handle(url_request(&post(&event("m-sqs-down"))), deadline_in(Duration::from_secs(10))).await;
+    assert_eq!(reply.status(), 503);
+    assert!(!String::from_utf8_lossy(reply.body()).contains("127.0.0.1"), "no internal detail in the answer");
     assert!(app.sqs_calls.count("SendMessage") >= 2, "the SDK retried before giving up");
     assert!(app.res.items().await.is_empty(), "no claim left behind");
     // Stigg retries after the outage: accepted at once, queued once.
@@ -463,8 +444,8 @@ async fn when_sqs_refuses_the_claim_is_rolled_back_and_the_retry_is_accepted() {
 async fn when_dynamodb_refuses_the_answer_is_503_and_nothing_is_queued() {
     let app = spawn_app().await;
     let broken = app.receiver_via(DEAD_ENDPOINT, &endpoint()).await;
-    let reply = broken.handle(post(&event("m-ddb-down")), deadline_in(Duration::from_secs(10))).await;
-    assert_eq!(reply.status_code, 503);
+    let reply = broken.handle(url_request(&post(&event("m-ddb-down"))), deadline_in(Duration::from_secs(10))).await;
+    assert_eq!(reply.status(), 503);
     assert_eq!(app.sqs_calls.total(), 0);
     assert!(app.res.drain().await.is_empty());
     assert_eq!(app.post(&event("m-ddb-down")).await.status(), 202);
@@ -487,7 +468,11 @@ async fn twenty_concurrent_deliveries_of_one_key_are_queued_exactly_once() {
         .map(|_| {
             let receiver = app.receiver.clone();
             tokio::spawn(async move {
-                receiver.handle(post(&event("m-race")), deadline_in(Duration::from_secs(10))).await.status_code
+                receiver
+                    .handle(url_request(&post(&event("m-race"))), deadline_in(Duration::from_secs(10)))
+                    .await
+                    .status()
+                    .as_u16()
             })
         })
         .collect();

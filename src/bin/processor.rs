@@ -2,6 +2,8 @@
 //!
 //! Register your own handlers in `handlers()` (see `stigg_webhooks::handler`).
 
+use std::sync::Arc;
+
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
@@ -32,11 +34,15 @@ async fn main() -> Result<(), Error> {
         tracing::warn!("DEAD_LETTER_QUEUE_URL not set: poison records are left to the queue's redrive policy");
     }
     let processor = Processor::new(store, dead_letters, handlers(), config.max_concurrency.get());
-    let processor = &processor;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let response = processor.handle_event(event).await;
-        metrics::flush();
-        response
+    let processor = Arc::new(processor);
+    // run_concurrent: sequential unless Lambda sets AWS_LAMBDA_MAX_CONCURRENCY above 1.
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let processor = processor.clone();
+        async move {
+            let response = processor.handle_event(event).await;
+            metrics::flush();
+            response
+        }
     }))
     .await
 }

@@ -1,7 +1,8 @@
 //! The `receiver` Lambda: configuration -> clients -> handler.
 
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use serde_json::Value;
+use std::sync::Arc;
+
+use lambda_http::{Error, Request, service_fn};
 use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
 use stigg_webhooks::config::{ConfigError, ProcessEnv, ReceiverConfig, SecretSource};
 use stigg_webhooks::queue::EventQueue;
@@ -35,11 +36,15 @@ async fn main() -> Result<(), Error> {
     if config.warm_up {
         receiver.warm_up(std::time::Duration::from_secs(2)).await;
     }
-    let receiver = &receiver;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let response = receiver.handle_event(event).await;
-        metrics::flush();
-        response
+    let receiver = Arc::new(receiver);
+    // run_concurrent: sequential unless Lambda sets AWS_LAMBDA_MAX_CONCURRENCY above 1.
+    lambda_http::run_concurrent(service_fn(move |request: Request| {
+        let receiver = receiver.clone();
+        async move {
+            let response = receiver.handle_request(request).await;
+            metrics::flush();
+            response
+        }
     }))
     .await
 }

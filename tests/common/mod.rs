@@ -218,6 +218,30 @@ pub fn attr<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
     m.message_attributes.as_ref()?.get(name)?.string_value()
 }
 
+/// A function-URL event (payload format 2.0) as Lambda delivers it; `body` as sent, base64 when
+/// `base64` (a function URL encodes non-text bodies so).
+pub fn url_event(
+    method: &str,
+    headers: serde_json::Value,
+    body: Option<&str>,
+    base64: bool,
+    source_ip: Option<&str>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {"accountId": "anonymous", "apiId": "local", "domainName": "x.lambda-url.us-east-1.on.aws",
+            "requestId": "r", "timeEpoch": 0,
+            "http": {"method": method, "path": "/", "protocol": "HTTP/1.1", "sourceIp": source_ip, "userAgent": "Stigg"}},
+        "body": body, "isBase64Encoded": base64
+    })
+}
+
+/// The request the receiver gets for `event`: converted by lambda_http itself, as at run time.
+pub fn url_request(event: &serde_json::Value) -> stigg_webhooks::lambda_http::Request {
+    stigg_webhooks::lambda_http::request::from_str(&event.to_string()).expect("a function-URL event lambda_http reads")
+}
+
 /// A deadline `d` from now, as Lambda's `Context.deadline` gives it.
 pub fn deadline_in(d: Duration) -> SystemTime {
     SystemTime::now() + d
