@@ -56,10 +56,16 @@ lint: tools ## cfn-lint, `sam validate --lint` and the cfn-guard policy rules (p
 dev: tools ## Local stack: moto + both functions (cargo lambda watch) + SQS pump; Ctrl-C stops it
 	scripts/dev.sh
 
-send: ## Deliver EVENT (file or folder) like Stigg does; URL= SECRET= SEND_FLAGS="--fast --duplicates 1"
-	@if [ -z "$(URL)" ] && [ -f $(DEV_ENV) ]; then . $(DEV_ENV); fi; \
-	$(DEV) send --url "$${URL:-$${RECEIVER_URL:-http://127.0.0.1:9000/lambda-url/receiver/}}" \
-	  $(if $(SECRET),--secret "$(SECRET)") $(SEND_FLAGS) $(EVENT)
+send: ## Deliver EVENT (file or folder) like Stigg, fresh ids each time; AWS=1 for the deployed STACK; SEND_FLAGS="--duplicates 1 --keep-ids --fast"
+	@if [ -n "$(AWS)" ]; then \
+	  out=$$(SAM_CLI_TELEMETRY=0 sam list stack-outputs --stack-name $(STACK) --output json) || exit 1; \
+	  output() { echo "$$out" | python3 -c 'import json,sys; print({o["OutputKey"]:o["OutputValue"] for o in json.load(sys.stdin)}[sys.argv[1]])' "$$1"; }; \
+	  $(DEV) send --url "$$(output ReceiverUrl)" --secret-parameter "$$(output WebhookSecretParameterName)" $(SEND_FLAGS) $(EVENT); \
+	else \
+	  if [ -z "$(URL)" ] && [ -f $(DEV_ENV) ]; then . $(DEV_ENV); fi; \
+	  $(DEV) send --url "$${URL:-$${RECEIVER_URL:-http://127.0.0.1:9000/lambda-url/receiver/}}" \
+	    $(if $(SECRET),--secret "$(SECRET)") $(SEND_FLAGS) $(EVENT); \
+	fi
 
 poison: ## Put an unparseable message on the local events queue (watch it reach the DLQ)
 	@test -f $(DEV_ENV) || { echo "run 'make dev' first"; exit 1; }

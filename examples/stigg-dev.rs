@@ -56,10 +56,19 @@ struct SendArgs {
     /// The webhook secret (default: $STIGG_WEBHOOK_SECRET, else the local dev secret).
     #[arg(long)]
     secret: Option<String>,
+    /// Read the secret from this SSM parameter instead (a deployed stack's; the last secret of
+    /// a rotation list is the one Stigg sends).
+    #[arg(long, conflicts_with = "secret")]
+    secret_parameter: Option<String>,
+    /// Send the files' own messageId/eventId. By default every delivery gets fresh ones, as
+    /// Stigg's "Send test event" does, so a file can be sent again and again.
+    #[arg(long)]
+    keep_ids: bool,
     /// Divide Stigg's waits between retries by 100 (30 s becomes 0.3 s).
     #[arg(long)]
     fast: bool,
-    /// Also send every event this many extra times (as Stigg's at-least-once delivery may).
+    /// Also send every event this many extra times with the same ids (as Stigg's at-least-once
+    /// delivery may): each extra delivery is answered as a duplicate.
     #[arg(long, default_value_t = 0)]
     duplicates: usize,
     /// Send this many distinct copies of each payload (messageId suffixed with the copy number).
@@ -161,7 +170,21 @@ struct Report {
     label: String,
     statuses: Vec<String>,
     final_status: Option<u16>,
+    /// The receiver's `idempotencyKey`, from its answer.
+    key: Option<String>,
     latency: Duration,
+}
+
+/// Why the receiver answered "duplicate", as far as this run can tell.
+fn duplicate_reason(report: &Report, reports: &[Report]) -> String {
+    let accepted_here = reports.iter().find(|r| r.final_status == Some(202) && r.key == report.key && r.key.is_some());
+    if let Some(first) = accepted_here {
+        return format!("same ids as {} in this run", first.label);
+    }
+    if report.statuses.len() > 1 {
+        return "an earlier attempt of this delivery was accepted; its answer was lost".into();
+    }
+    "these ids were accepted before this run (--keep-ids re-sends a delivered event)".into()
 }
 
 fn load_payloads(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Error> {
@@ -186,6 +209,20 @@ fn load_payloads(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Error> {
 
 fn display(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The payload as Stigg's "Send test event" sends it: a fresh `messageId`, and a fresh `eventId`
+/// when it has one; everything else as in the file. Not a JSON object: sent as is.
+fn with_fresh_ids(body: &str) -> String {
+    let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(body) else { return body.to_owned() };
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("{:x}-{:x}-{n}", nanos(), std::process::id());
+    map.insert("messageId".into(), json!(format!("sim-{id}")));
+    if map.contains_key("eventId") {
+        map.insert("eventId".into(), json!(format!("sim-event-{id}")));
+    }
+    Value::Object(map).to_string()
 }
 
 /// A distinct copy of a payload: its `messageId` (or `eventId`) gets a suffix.
@@ -217,17 +254,38 @@ fn shuffle<T>(items: &mut [T]) {
     }
 }
 
+/// The last secret of a comma list: during a rotation that is the new one, which Stigg sends.
+fn sent_secret(list: &str) -> String {
+    list.split(',').map(str::trim).rfind(|s| !s.is_empty()).unwrap_or_default().to_owned()
+}
+
+async fn secret_from_parameter(name: &str) -> Result<String, Error> {
+    let out =
+        aws_sdk_ssm::Client::new(&sdk().await).get_parameter().name(name).with_decryption(true).send().await.map_err(
+            |e| format!("reading the secret from SSM parameter {name}: {}", aws_sdk_ssm::error::DisplayErrorContext(e)),
+        )?;
+    let value = out.parameter().and_then(|p| p.value()).ok_or_else(|| format!("SSM parameter {name} has no value"))?;
+    Ok(sent_secret(value))
+}
+
 async fn send(args: SendArgs) -> Result<usize, Error> {
-    let secret = args
-        .secret
-        .clone()
-        .or_else(|| std::env::var("STIGG_WEBHOOK_SECRET").ok())
-        .map(|s| s.split(',').next_back().unwrap_or_default().trim().to_owned())
-        .unwrap_or_else(|| "local-dev-secret-change-me".into());
+    let secret = match &args.secret_parameter {
+        Some(name) => secret_from_parameter(name).await?,
+        None => args
+            .secret
+            .clone()
+            .or_else(|| std::env::var("STIGG_WEBHOOK_SECRET").ok())
+            .map(|s| sent_secret(&s))
+            .unwrap_or_else(|| "local-dev-secret-change-me".into()),
+    };
     let mut deliveries = Vec::new();
     for (label, body) in load_payloads(&args.paths)? {
         for copy in 0..args.copies {
-            let body = if args.copies > 1 { copy_of(&body, copy) } else { body.clone() };
+            let body = if args.keep_ids {
+                if args.copies > 1 { copy_of(&body, copy) } else { body.clone() }
+            } else {
+                with_fresh_ids(&body)
+            };
             let label = if args.copies > 1 { format!("{label}#{copy}") } else { label.clone() };
             for dup in 0..=args.duplicates {
                 let label = if dup > 0 { format!("{label} (duplicate {dup})") } else { label.clone() };
@@ -252,7 +310,9 @@ async fn send(args: SendArgs) -> Result<usize, Error> {
     }
     let mut reports = Vec::new();
     for t in tasks {
-        let r = t.await?;
+        reports.push(t.await?);
+    }
+    for r in &reports {
         if !args.quiet {
             let outcome = match r.final_status {
                 Some(202) => "accepted".to_owned(),
@@ -260,9 +320,21 @@ async fn send(args: SendArgs) -> Result<usize, Error> {
                 Some(s) if (200..300).contains(&s) => format!("ok ({s})"),
                 _ => "FAILED".to_owned(),
             };
-            println!("{:<48} {:<10} attempts={} [{}]", r.label, outcome, r.statuses.len(), r.statuses.join(","));
+            let why = if r.final_status == Some(200) {
+                format!("  ({})", duplicate_reason(r, &reports))
+            } else {
+                String::new()
+            };
+            println!(
+                "{:<48} {:<10} {:.0?} attempts={} [{}] key={}{why}",
+                r.label,
+                outcome,
+                r.latency,
+                r.statuses.len(),
+                r.statuses.join(","),
+                r.key.as_deref().unwrap_or("-")
+            );
         }
-        reports.push(r);
     }
     let elapsed = started.elapsed();
     let ok = |r: &&Report| r.final_status.is_some_and(|s| (200..300).contains(&s));
@@ -304,14 +376,17 @@ async fn deliver(client: &reqwest::Client, url: &str, secret: &str, d: Delivery,
                 let status = resp.status().as_u16();
                 statuses.push(status.to_string());
                 if resp.status().is_success() {
-                    return Report { label: d.label, statuses, final_status: Some(status), latency: attempt.elapsed() };
+                    let latency = attempt.elapsed();
+                    let answer: Value = resp.json().await.unwrap_or(Value::Null);
+                    let key = answer["idempotencyKey"].as_str().map(str::to_owned);
+                    return Report { label: d.label, statuses, final_status: Some(status), key, latency };
                 }
             }
             Err(e) if e.is_timeout() => statuses.push("timeout".into()),
             Err(_) => statuses.push("conn-error".into()),
         }
     }
-    Report { label: d.label, statuses, final_status: None, latency: started.elapsed() }
+    Report { label: d.label, statuses, final_status: None, key: None, latency: started.elapsed() }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,7 +459,10 @@ async fn pump(args: PumpArgs) -> Result<(), Error> {
                 deleted += 1;
             }
         }
-        println!("pump: batch of {} -> {} deleted, {} left for redelivery", messages.len(), deleted, failed.len());
+        // Quiet when all went well: the processor's own "event processed" lines tell that story.
+        if !failed.is_empty() {
+            println!("pump: batch of {} -> {} deleted, {} left for redelivery", messages.len(), deleted, failed.len());
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make dev`: the whole stack on this machine. moto (DynamoDB + SQS) on 127.0.0.1, both functions
-# under `cargo lambda watch` (rebuilt on change), and a pump standing in for Lambda's SQS event
-# source. Ctrl-C stops everything this script started.
+# `make dev`: the whole stack on this machine. moto (DynamoDB + SQS + SSM) on 127.0.0.1, both
+# functions under `cargo lambda watch` (rebuilt on change), and a pump standing in for Lambda's
+# SQS event source. The banner comes only once both functions are built and have answered.
+# Ctrl-C stops everything this script started.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -11,6 +12,8 @@ mkdir -p "$state"
 moto_port="${MOTO_PORT:-4566}"
 lambda_port="${LAMBDA_PORT:-9000}"
 secret="${STIGG_WEBHOOK_SECRET:-local-dev-secret-change-me}"
+started=$(date +%s.%N)
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)"; }
 pids=()
 # Each component runs in its own process group (setsid), so stopping it also stops what it
 # spawned (cargo lambda watch runs the function binaries as children).
@@ -22,10 +25,21 @@ cleanup() {
   rm -f "$state/env"
   echo "dev stack stopped"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'cleanup; exit 0' INT TERM
 
-echo "building (first run takes a few minutes)..."
-cargo build --bins --example stigg-dev
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in "$moto_port" "$lambda_port"; do
+  if port_open "$port"; then echo "port $port is in use (another make dev?); set MOTO_PORT/LAMBDA_PORT" >&2; exit 1; fi
+done
+
+# Build exactly what `cargo lambda watch` runs (`cargo run --bin <function>`: no dev-dependency
+# features) first, then the simulator, in separate builds. One build of both would unify the
+# examples' dev-dependency features into the functions' dependencies, and watch's first request
+# would rebuild the whole SDK.
+echo "building the functions (a cold cache takes a few minutes)..."
+cargo build --bins
+cargo build --example stigg-dev
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
@@ -34,7 +48,7 @@ for _ in $(seq 1 100); do
   curl -fs -o /dev/null "$AWS_ENDPOINT_URL/moto-api/" && break
   sleep 0.1
 done
-curl -fs -o /dev/null "$AWS_ENDPOINT_URL/moto-api/" || { echo "moto did not start on port $moto_port (in use?); see $state/moto.log" >&2; exit 1; }
+curl -fs -o /dev/null "$AWS_ENDPOINT_URL/moto-api/" || { echo "moto did not start on port $moto_port; see $state/moto.log" >&2; exit 1; }
 
 setup_env=$("$root/target/debug/examples/stigg-dev" setup)
 eval "export $(echo "$setup_env" | tr '\n' ' ')"
@@ -46,26 +60,45 @@ eval "export $(echo "$setup_env" | tr '\n' ' ')"
   echo "export RECEIVER_URL=http://127.0.0.1:$lambda_port/lambda-url/receiver/"
 } >"$state/env"
 
+# The terminal tells the story (one line per request, one per processed event): the metric
+# lines (CloudWatch EMF JSON, one per metric set) go to the full log only, and the runtime's
+# span prefix (request and X-Ray ids) is dropped from what is shown.
 export STIGG_WEBHOOK_SECRET="$secret" AWS_LAMBDA_LOG_LEVEL="${AWS_LAMBDA_LOG_LEVEL:-info}"
-start cargo lambda watch -A 127.0.0.1 -P "$lambda_port" > >(tee "$state/lambda.log") 2>&1
-for _ in $(seq 1 300); do
-  curl -s -o /dev/null "http://127.0.0.1:$lambda_port/" && break
-  sleep 0.5
-done
+start cargo lambda watch -A 127.0.0.1 -P "$lambda_port" \
+  > >(tee "$state/lambda.log" | grep --line-buffered -v '"_aws":' | sed -u -E 's/Lambda runtime invoke\{[^}]*\}:(record\{[^}]*\}: )?//') 2>&1
+for _ in $(seq 1 600); do port_open "$lambda_port" && break; sleep 0.2; done
+port_open "$lambda_port" || { echo "cargo lambda watch did not listen on $lambda_port; see $state/lambda.log" >&2; exit 1; }
+
+# Warm both functions: the first invocation starts (and, after a code change, builds) each one.
+# A GET is refused by the receiver with 405 and an empty batch is a no-op for the processor.
+warm() {
+  local name=$1 url=$2; shift 2
+  for _ in $(seq 1 120); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 300 "$@" "$url" || true)
+    [ "$code" != "000" ] && [ "$code" != "502" ] && [ "$code" != "503" ] && { echo "$name ready ($code)"; return 0; }
+    sleep 1
+  done
+  echo "$name did not answer; see $state/lambda.log" >&2
+  return 1
+}
+warm receiver "http://127.0.0.1:$lambda_port/lambda-url/receiver/"
+warm processor "http://127.0.0.1:$lambda_port/2015-03-31/functions/processor/invocations" \
+  -X POST -H 'content-type: application/json' --data '{"Records":[]}'
 
 start "$root/target/debug/examples/stigg-dev" pump --queue-url "$EVENTS_QUEUE_URL" \
   --invoke-url "http://127.0.0.1:$lambda_port/2015-03-31/functions/processor/invocations"
 
 cat <<BANNER
 
-  Stigg webhooks, local stack
+  Stigg webhooks, local stack: ready in $(elapsed) s
   receiver URL : http://127.0.0.1:$lambda_port/lambda-url/receiver/
   events queue : $EVENTS_QUEUE_URL
   dead letters : $DEAD_LETTER_QUEUE_URL
   secret       : $secret
+  full log     : $state/lambda.log (with the metric lines)
 
   try:  make send EVENT=events/stigg/subscription.created.json
-        curl -i http://127.0.0.1:$lambda_port/lambda-url/receiver/ -H 'Stigg-Webhooks-Secret: $secret' --data-binary @events/stigg/customer.updated.json
+        make send EVENT=events/stigg SEND_FLAGS="--duplicates 1"
         make poison && make redrive
   Ctrl-C stops everything.
 

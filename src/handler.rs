@@ -130,14 +130,15 @@ impl Handlers {
     }
 }
 
-/// Logs a one-line summary of every event. A starting point: replace or add your own.
+/// Logs a one-line summary of every event at DEBUG (the processor's own INFO line,
+/// `event processed`, already tells that it ran). A starting point: replace or add your own.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoggingHandler;
 
 #[async_trait]
 impl Handler for LoggingHandler {
     async fn handle(&self, event: &StiggEvent) -> Result<(), HandlerError> {
-        tracing::info!(
+        tracing::debug!(
             idempotency_key = %event.key,
             event_type = %event.event_type,
             family = ?event.family(),

@@ -23,6 +23,15 @@ pub mod receiver;
 pub mod secrets;
 pub mod views;
 
+/// The invocation's deadline as the runtime reported it, or `now + fallback` when the report is
+/// already past at the start of the invocation. Lambda never does that, but local emulators do
+/// (`cargo lambda watch` sends a fixed `Lambda-Runtime-Deadline-Ms` of 600000, in 1970): taken
+/// literally it would leave every record "no time left" and every claim's lease expired.
+pub fn invocation_deadline(reported: std::time::SystemTime, fallback: std::time::Duration) -> std::time::SystemTime {
+    let now = std::time::SystemTime::now();
+    if reported > now { reported } else { now + fallback }
+}
+
 /// An error with its chain of causes on one line, for logs.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -43,4 +52,19 @@ pub fn init_error(e: impl std::fmt::Display) -> lambda_runtime::Error {
     let message = format!("cold start failed: {e}");
     tracing::error!("{message}");
     message.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn a_deadline_already_past_falls_back_to_the_default_budget() {
+        let cargo_lambda_watch = UNIX_EPOCH + Duration::from_millis(600_000);
+        let d = super::invocation_deadline(cargo_lambda_watch, Duration::from_secs(60));
+        let left = d.duration_since(SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(59) && left <= Duration::from_secs(60), "{left:?}");
+        let real = SystemTime::now() + Duration::from_secs(5);
+        assert_eq!(super::invocation_deadline(real, Duration::from_secs(60)), real);
+    }
 }

@@ -125,6 +125,10 @@ pub fn event_from_record(record: &SqsMessage) -> Result<StiggEvent, PoisonError>
     Ok(StiggEvent::new(payload, raw))
 }
 
+/// The invocation's length when the runtime reports no usable deadline (the template's
+/// processor timeout); see [`crate::invocation_deadline`].
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(60);
+
 /// The most time kept back from the invocation's deadline for releasing claims and answering.
 pub const RESPONSE_MARGIN: Duration = Duration::from_secs(2);
 
@@ -160,7 +164,7 @@ impl Processor {
         &self,
         event: LambdaEvent<SqsEvent>,
     ) -> Result<SqsBatchResponse, std::convert::Infallible> {
-        let deadline = event.context.deadline();
+        let deadline = crate::invocation_deadline(event.context.deadline(), DEFAULT_BUDGET);
         // Boxed: the nested future types otherwise exceed rustc's layout depth limit in `main`.
         Ok(self.process(&event.payload.records, deadline).boxed().await.response())
     }
@@ -224,6 +228,7 @@ impl Processor {
         let (records_end, margin) = record_deadline(deadline, SystemTime::now());
         if tokio::time::Instant::now() >= records_end {
             // Waited for a permit until no time was left: leave it for redelivery untouched.
+            tracing::warn!("no time left in this invocation for this record; will retry");
             return RecordOutcome::Retry("no time left in this invocation".into());
         }
         let event = match event_from_record(record) {

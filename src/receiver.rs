@@ -250,8 +250,8 @@ impl Receiver {
     /// The Lambda entry point (`lambda_http::run(service_fn(...))`): never fails, every
     /// outcome is an HTTP answer. The claim's lease is the invocation's deadline.
     pub async fn handle_request(&self, request: Request) -> Result<Response<Body>, std::convert::Infallible> {
-        let deadline =
-            request.lambda_context_ref().map(|c| c.deadline()).unwrap_or_else(|| SystemTime::now() + DEFAULT_LEASE);
+        let reported = request.lambda_context_ref().map(|c| c.deadline()).unwrap_or(SystemTime::UNIX_EPOCH);
+        let deadline = crate::invocation_deadline(reported, DEFAULT_LEASE);
         Ok(self.handle(request, deadline).await)
     }
 

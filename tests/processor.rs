@@ -164,6 +164,25 @@ async fn a_handler_hung_past_the_deadline_fails_only_its_record_and_the_batch_st
     assert_eq!(app.handler.calls("k-hung"), 2);
 }
 
+/// `cargo lambda watch` (make dev) reports a fixed deadline in 1970; taken literally every record
+/// would be out of time before it starts. A deadline already past falls back to the default budget.
+#[tokio::test]
+async fn a_deadline_reported_in_the_past_still_processes_the_batch() {
+    use aws_lambda_events::event::sqs::SqsEvent;
+    let app = spawn_app().await;
+    let mut event = SqsEvent::default();
+    event.records = vec![record("r1", &event_body("k-past-deadline"))];
+    let mut context = lambda_runtime::Context::default();
+    context.deadline = 600_000;
+    let response = app.processor.handle_event(lambda_runtime::LambdaEvent::new(event, context)).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(app.handler.calls("k-past-deadline"), 1);
+}
+
+fn event_body(key: &str) -> String {
+    event(key, "ok")
+}
+
 #[tokio::test]
 async fn a_redelivered_batch_runs_handlers_once_per_key() {
     let app = spawn_app().await;
