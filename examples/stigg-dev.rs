@@ -302,9 +302,12 @@ async fn send(args: SendArgs) -> Result<usize, Error> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for d in deliveries {
-        let (client, url, secret, semaphore) = (client.clone(), args.url.clone(), secret.clone(), semaphore.clone());
+        let (client, url, secret) = (client.clone(), args.url.clone(), secret.clone());
+        // Taken here, in delivery order, so deliveries start in order (the original before its
+        // duplicates at --concurrency 1), whichever task the runtime polls first.
+        let permit = semaphore.clone().acquire_owned().await.expect("open semaphore");
         tasks.push(tokio::spawn(async move {
-            let _permit = semaphore.acquire_owned().await.expect("open semaphore");
+            let _permit = permit;
             deliver(&client, &url, &secret, d, spacing).await
         }));
     }

@@ -65,7 +65,7 @@ eval "export $(echo "$setup_env" | tr '\n' ' ')"
 # span prefix (request and X-Ray ids) is dropped from what is shown.
 export STIGG_WEBHOOK_SECRET="$secret" AWS_LAMBDA_LOG_LEVEL="${AWS_LAMBDA_LOG_LEVEL:-info}"
 start cargo lambda watch -A 127.0.0.1 -P "$lambda_port" \
-  > >(tee "$state/lambda.log" | grep --line-buffered -v '"_aws":' | sed -u -E 's/Lambda runtime invoke\{[^}]*\}:(record\{[^}]*\}: )?//') 2>&1
+  > >(tee "$state/lambda.log" | grep --line-buffered -v '"_aws":' | sed -u -E 's/Lambda runtime invoke\{[^}]*\}:(record\{[^}]*\}:)? ?//') 2>&1
 for _ in $(seq 1 600); do port_open "$lambda_port" && break; sleep 0.2; done
 port_open "$lambda_port" || { echo "cargo lambda watch did not listen on $lambda_port; see $state/lambda.log" >&2; exit 1; }
 

@@ -21,57 +21,67 @@
 
 use std::str::FromStr;
 
-use tracing::Metadata;
-use tracing_subscriber::filter::{EnvFilter, FilterFn, LevelFilter};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{Layer, fmt};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt;
+
+/// Crates (log target prefixes) allowed up to DEBUG; every other target stops at INFO.
+const DEBUG_CEILING: &[&str] = &["stigg_webhooks", "receiver", "processor", "aws_smithy_runtime", "aws_config"];
 
 /// The most verbose level a target may log at, whatever the configuration says.
 pub fn ceiling(target: &str) -> LevelFilter {
     let crate_name = target.split("::").next().unwrap_or(target);
-    match crate_name {
-        "stigg_webhooks" | "receiver" | "processor" => LevelFilter::DEBUG,
-        "aws_smithy_runtime" | "aws_config" => LevelFilter::DEBUG,
-        _ => LevelFilter::INFO,
-    }
-}
-
-fn allowed(meta: &Metadata<'_>) -> bool {
-    ceiling(meta.target()) >= *meta.level()
+    if DEBUG_CEILING.contains(&crate_name) { LevelFilter::DEBUG } else { LevelFilter::INFO }
 }
 
 /// The application log level in force: `AWS_LAMBDA_LOG_LEVEL` (set by Lambda from the
 /// function's `ApplicationLogLevel`), else `RUST_LOG` when it is a bare level, else INFO.
 /// Lambda's FATAL is ERROR here (tracing has no FATAL).
 pub fn configured_level(lambda_level: Option<&str>, rust_log: Option<&str>) -> LevelFilter {
-    let parse = |s: &str| {
-        let s = s.trim();
-        if s.eq_ignore_ascii_case("fatal") { Some(LevelFilter::ERROR) } else { LevelFilter::from_str(s).ok() }
-    };
-    lambda_level.and_then(parse).or_else(|| rust_log.and_then(parse)).unwrap_or(LevelFilter::INFO)
+    lambda_level.and_then(parse_level).or_else(|| rust_log.and_then(parse_level)).unwrap_or(LevelFilter::INFO)
 }
 
-/// Installs the global subscriber. Returns the configured level, which the metrics need
-/// (see [`crate::metrics::init`]).
-pub fn init() -> LevelFilter {
+fn parse_level(s: &str) -> Option<LevelFilter> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("fatal") { Some(LevelFilter::ERROR) } else { LevelFilter::from_str(s).ok() }
+}
+
+/// The filter directives in force, every one clamped to its target's [`ceiling`]: the configured
+/// level for everything (at most INFO, at most DEBUG for the crates that may), plus, when Lambda
+/// sets no level, `RUST_LOG`'s own `target=level` directives, clamped the same way (directives
+/// with span filters are dropped). One global `EnvFilter` built from them keeps tracing's static
+/// fast path: a disabled `debug!` in the SDK costs a branch, not a dispatch.
+pub fn directives(lambda_level: Option<&str>, rust_log: Option<&str>) -> String {
+    let level = configured_level(lambda_level, rust_log);
+    let mut out = vec![level.min(LevelFilter::INFO).to_string().to_lowercase()];
+    out.extend(
+        DEBUG_CEILING.iter().map(|t| format!("{t}={}", level.min(LevelFilter::DEBUG).to_string().to_lowercase())),
+    );
+    if lambda_level.and_then(parse_level).is_none()
+        && let Some(rust_log) = rust_log
+    {
+        for directive in rust_log.split(',').map(str::trim) {
+            let Some((target, level)) = directive.split_once('=') else { continue };
+            let (target, Some(level)) = (target.trim(), parse_level(level)) else { continue };
+            let valid = !target.is_empty() && target.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+            if valid {
+                out.push(format!("{target}={}", level.min(ceiling(target)).to_string().to_lowercase()));
+            }
+        }
+    }
+    out.join(",")
+}
+
+/// Installs the global subscriber.
+pub fn init() {
     let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
     let rust_log = std::env::var("RUST_LOG").ok();
-    let level = configured_level(lambda_level.as_deref(), rust_log.as_deref());
-    // Lambda's level wins over RUST_LOG; RUST_LOG's per-target directives apply only without it.
-    let directives = match (&lambda_level, &rust_log) {
-        (None, Some(directives)) => directives.clone(),
-        _ => String::new(),
-    };
-    let env_filter = EnvFilter::builder().with_default_directive(level.into()).parse_lossy(directives);
+    let filter = EnvFilter::builder().parse_lossy(directives(lambda_level.as_deref(), rust_log.as_deref()));
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let ceiling = FilterFn::new(allowed);
-    let base = fmt::layer().with_target(false);
+    let builder = fmt().with_env_filter(filter).with_target(false);
     // JSON (Lambda): tracing's default timer writes RFC 3339 UTC under "timestamp". Text (a
     // terminal): no time, the reader has one.
-    let layer = if json { base.json().boxed() } else { base.without_time().boxed() };
-    let _ = tracing_subscriber::registry().with(layer.with_filter(env_filter).with_filter(ceiling)).try_init();
-    level
+    let _ = if json { builder.json().try_init() } else { builder.without_time().try_init() };
 }
 
 #[cfg(test)]
@@ -88,6 +98,28 @@ mod tests {
         for target in ["aws_smithy_runtime::client::orchestrator", "aws_config", "stigg_webhooks::receiver"] {
             assert_eq!(ceiling(target), LevelFilter::DEBUG, "{target}");
         }
+    }
+
+    #[test]
+    fn every_directive_is_clamped_to_its_ceiling() {
+        let d = directives(Some("TRACE"), Some("lambda_runtime=trace"));
+        assert!(d.starts_with("info,"), "{d}");
+        assert!(d.contains("stigg_webhooks=debug") && d.contains("aws_smithy_runtime=debug"), "{d}");
+        assert!(!d.contains("trace"), "Lambda's level wins and nothing is at TRACE: {d}");
+        let d = directives(
+            None,
+            Some("trace,lambda_runtime=trace,aws=trace,aws_smithy_runtime::client=trace,x[span]=trace"),
+        );
+        assert!(!d.contains("trace"), "{d}");
+        assert!(
+            d.contains("lambda_runtime=info")
+                && d.contains("aws=info")
+                && d.contains("aws_smithy_runtime::client=debug"),
+            "{d}"
+        );
+        assert!(!d.contains("x[span]"), "{d}");
+        assert_eq!(directives(Some("WARN"), None).split(',').next(), Some("warn"));
+        assert!(directives(Some("ERROR"), None).contains("stigg_webhooks=error"));
     }
 
     #[test]
