@@ -1,27 +1,51 @@
 //! Receive Stigg webhooks on AWS Lambda.
 //!
-//! - [`receiver`]: the function-URL handler (authenticate, validate, claim, enqueue).
-//! - [`processor`]: the SQS handler (parse into [`event::EventType`], run handlers once per key).
-//! - [`claim`]: the DynamoDB claim protocol both use.
+//! The layout follows the path of an event:
+//! - [`ingest`]: the function-URL side. [`receiver`] authenticates, validates, claims and
+//!   enqueues; [`secrets`] holds the webhook secrets and keeps them fresh.
+//! - [`process`]: the SQS side. [`processor`] runs [`handler`]s once per key, with partial batch
+//!   failures and a dead-letter queue.
+//! - [`stigg`]: Stigg's domain. [`event`] (keys, the open type catalog, payloads) and [`views`]
+//!   (typed views of the documented events).
+//! - [`aws`]: the adapters. SDK set-up, [`claim`] (the DynamoDB claim protocol both sides use)
+//!   and [`queue`] (SQS).
+//! - [`config`], [`logging`], [`metrics`]: what both functions share at cold start.
 //!
-//! `src/bin/*` only wire configuration to clients to these handlers.
+//! `src/bin/*` only wire configuration to clients to these handlers. The modules are also
+//! re-exported at the crate root (`stigg_webhooks::receiver`, `::claim`, ...), the paths the
+//! tests and users import.
 
 /// Re-exported so tests and tools build function-URL requests with the receiver's own
 /// `lambda_http` (`lambda_http::request::from_str`).
 pub use lambda_http;
 
 pub mod aws;
-pub mod claim;
 pub mod config;
-pub mod event;
-pub mod handler;
 pub mod logging;
 pub mod metrics;
-pub mod processor;
-pub mod queue;
-pub mod receiver;
-pub mod secrets;
-pub mod views;
+
+pub mod ingest {
+    //! The function-URL side: the receiver and its secrets.
+    pub mod receiver;
+    pub mod secrets;
+}
+
+pub mod process {
+    //! The SQS side: the processor and the handlers it runs.
+    pub mod handler;
+    pub mod processor;
+}
+
+pub mod stigg {
+    //! Stigg's domain: events, keys, types, typed views.
+    pub mod event;
+    pub mod views;
+}
+
+pub use aws::{claim, queue};
+pub use ingest::{receiver, secrets};
+pub use process::{handler, processor};
+pub use stigg::{event, views};
 
 /// The invocation's deadline as the runtime reported it, or `now + fallback` when the report is
 /// already past at the start of the invocation. Lambda never does that, but local emulators do

@@ -29,6 +29,15 @@ fn receiver_env(res: &Resources, parameter: &str, ssm: &str) -> Vec<(&'static st
     ]
 }
 
+fn processor_env(res: &Resources, dlq: &stigg_webhooks::config::QueueUrl) -> Vec<(&'static str, String)> {
+    vec![
+        ("IDEMPOTENCY_TABLE", res.table.as_str().to_owned()),
+        ("DEAD_LETTER_QUEUE_URL", dlq.as_str().to_owned()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint()),
+        ("AWS_ENDPOINT_URL_SQS", endpoint()),
+    ]
+}
+
 fn with(mut env: Vec<(&'static str, String)>, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     for (k, v) in extra {
         env.retain(|(key, _)| key != k);
@@ -224,13 +233,7 @@ async fn metrics_survive_lambdas_log_level_filter_at_the_most_restrictive_level_
         let reused = json!({"type": "subscription.updated", "messageId": format!("m-{level}"), "other": 1}).to_string();
         assert_eq!(status(&api, secret, &reused).await, 200);
         let papi = RuntimeApi::start(Duration::from_secs(30)).await;
-        let penv = vec![
-            ("IDEMPOTENCY_TABLE", res.table.as_str().to_owned()),
-            ("DEAD_LETTER_QUEUE_URL", dlq.as_str().to_owned()),
-            ("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint()),
-            ("AWS_ENDPOINT_URL_SQS", endpoint()),
-            ("AWS_LAMBDA_LOG_LEVEL", level.to_owned()),
-        ];
+        let penv = with(processor_env(&res, &dlq), &[("AWS_LAMBDA_LOG_LEVEL", level)]);
         let processor = FunctionProcess::spawn(binary("processor").as_path(), &papi, &penv);
         let batch = json!({"Records": [sqs_record("m-1", &event(&format!("p-{level}")))]});
         papi.invoke(&batch, Duration::from_secs(30)).await.expect("processor answers");
@@ -302,14 +305,7 @@ async fn no_log_line_at_the_most_verbose_setting_holds_a_secret_or_a_payload_val
     }
 
     let papi = RuntimeApi::start(Duration::from_secs(30)).await;
-    let penv = vec![
-        ("IDEMPOTENCY_TABLE", res.table.as_str().to_owned()),
-        ("DEAD_LETTER_QUEUE_URL", dlq.as_str().to_owned()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint()),
-        ("AWS_ENDPOINT_URL_SQS", endpoint()),
-        ("AWS_LAMBDA_LOG_LEVEL", "TRACE".to_owned()),
-        ("RUST_LOG", "trace".to_owned()),
-    ];
+    let penv = with(processor_env(&res, &dlq), &[("AWS_LAMBDA_LOG_LEVEL", "TRACE"), ("RUST_LOG", "trace")]);
     let processor = FunctionProcess::spawn(binary("processor").as_path(), &papi, &penv);
     let batch =
         json!({"Records": [sqs_record("p-1", &body("v-1")), sqs_record("p-2", &format!("{{\"oops\": \"{marker}\""))]});

@@ -28,16 +28,9 @@ fn event_for(method: &str, headers: Value, body: &str, base64: bool) -> Value {
 }
 
 /// The request lambda_http makes of `event`, as at run time; `None` for an event it refuses
-/// (not a function-URL event) or one a function URL never produces (invalid base64, on which
-/// its conversion panics: see src/receiver.rs).
+/// or one a function URL never produces (invalid base64: see src/ingest/receiver.rs).
 fn convert(event: &Value) -> Option<Request> {
-    if event["isBase64Encoded"] == json!(true)
-        && let Some(body) = event["body"].as_str()
-        && base64::engine::general_purpose::STANDARD.decode(body).is_err()
-    {
-        return None;
-    }
-    stigg_webhooks::lambda_http::request::from_str(&event.to_string()).ok()
+    stigg_webhooks::receiver::function_url_request(&event.to_string()).ok()
 }
 
 fn post(body: String, secret: &str) -> Request {

@@ -239,7 +239,7 @@ pub fn url_event(
 
 /// The request the receiver gets for `event`: converted by lambda_http itself, as at run time.
 pub fn url_request(event: &serde_json::Value) -> stigg_webhooks::lambda_http::Request {
-    stigg_webhooks::lambda_http::request::from_str(&event.to_string()).expect("a function-URL event lambda_http reads")
+    stigg_webhooks::receiver::function_url_request(&event.to_string()).expect("a function-URL event lambda_http reads")
 }
 
 /// A deadline `d` from now, as Lambda's `Context.deadline` gives it.

@@ -1,6 +1,10 @@
-//! AWS SDK set-up shared by both functions: one HTTPS client (rustls + ring), one `SdkConfig`
+//! The AWS adapters: [`claim`] (DynamoDB claim protocol), [`queue`] (SQS), and here the SDK
+//! set-up shared by both functions: one HTTPS client (rustls + ring), one `SdkConfig`
 //! loaded once per cold start, and bounded timeouts so a slow dependency turns into a clean 503
 //! or a retried record before Lambda's own deadline kills the invocation.
+
+pub mod claim;
+pub mod queue;
 
 use std::time::Duration;
 
