@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::secrets::{RefreshPolicy, SecretError, SecretSet};
+use crate::ingest::secrets::{RefreshPolicy, SecretError, SecretSet};
 
 /// How long a key is remembered: longer than every way an event can come back. A message can
 /// wait 14 days in the events queue (its retention), then up to 14 days in the DLQ after a redrive
@@ -35,8 +35,8 @@ pub enum ConfigError {
     SecretParameter { name: String, cause: String },
 }
 
-impl From<crate::secrets::FetchError> for ConfigError {
-    fn from(e: crate::secrets::FetchError) -> Self {
+impl From<crate::ingest::secrets::FetchError> for ConfigError {
+    fn from(e: crate::ingest::secrets::FetchError) -> Self {
         Self::SecretParameter { name: e.from, cause: e.detail }
     }
 }
@@ -154,7 +154,7 @@ impl SourceAllowList {
 pub enum SecretSource {
     Inline(SecretSet),
     /// An SSM Parameter Store (SecureString) name, read at the cold start and re-read under
-    /// `policy` (see [`crate::secrets::Secrets`]).
+    /// `policy` (see [`crate::ingest::secrets::Secrets`]).
     Parameter {
         name: String,
         policy: RefreshPolicy,

@@ -13,7 +13,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
-use crate::secrets::{FetchError, SecretFetch, SecretSet};
+use crate::ingest::secrets::{FetchError, SecretFetch, SecretSet};
 
 /// Per-attempt and whole-operation limits. Three attempts of at most 2 s fit in the receiver's
 /// short timeout with room to roll a claim back.
@@ -42,7 +42,7 @@ pub async fn load_sdk_config() -> SdkConfig {
 }
 
 /// The comma list of webhook secrets in an SSM SecureString parameter, read at the cold start
-/// and again whenever [`crate::secrets::Secrets`] decides (a rotation needs no redeploy).
+/// and again whenever [`crate::ingest::secrets::Secrets`] decides (a rotation needs no redeploy).
 pub struct SecretParameter {
     client: aws_sdk_ssm::Client,
     name: String,

@@ -30,12 +30,12 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 
-use crate::claim::{ClaimOutcome, IdempotencyStore, StoreError};
+use crate::aws::claim::{ClaimOutcome, IdempotencyStore, StoreError};
+use crate::aws::queue::{EventQueue, FifoIds, Outbound, QueueError};
 use crate::config::SourceAllowList;
-use crate::event::{PayloadError, WebhookPayload, sha256_hex};
+use crate::ingest::secrets::{SecretSet, Secrets};
 use crate::metrics;
-use crate::queue::{EventQueue, FifoIds, Outbound, QueueError};
-use crate::secrets::{SecretSet, Secrets};
+use crate::stigg::event::{PayloadError, WebhookPayload, sha256_hex};
 
 /// The header Stigg puts the shared secret in (a `HeaderMap` matches it in any case).
 pub const SECRET_HEADER: &str = "stigg-webhooks-secret";

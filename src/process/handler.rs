@@ -30,8 +30,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::event::{EventFamily, EventType, StiggEvent};
-use crate::views::ViewError;
+use crate::stigg::event::{EventFamily, EventType, StiggEvent};
+use crate::stigg::views::ViewError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

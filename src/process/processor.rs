@@ -26,11 +26,11 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::claim::{ClaimOutcome, IdempotencyStore};
-use crate::event::{IdempotencyKey, JsonError, PayloadError, StiggEvent, WebhookPayload, sha256_hex};
-use crate::handler::{HandlerError, Handlers};
+use crate::aws::claim::{ClaimOutcome, IdempotencyStore};
+use crate::aws::queue::{EventQueue, FifoIds, Outbound};
 use crate::metrics::{self, ProcessorOutcome};
-use crate::queue::{EventQueue, FifoIds, Outbound};
+use crate::process::handler::{HandlerError, Handlers};
+use crate::stigg::event::{IdempotencyKey, JsonError, PayloadError, StiggEvent, WebhookPayload, sha256_hex};
 
 /// Why a record could not be turned into an event. Permanent: the bytes will not change.
 #[derive(Debug, thiserror::Error)]

@@ -569,7 +569,7 @@ mod tests {
 }
 
 /// An event as the processor's handlers see it: identity, type, the common envelope fields, and
-/// the raw JSON kept whole (typed views are parsed from it on demand, see [`crate::views`]).
+/// the raw JSON kept whole (typed views are parsed from it on demand, see [`crate::stigg::views`]).
 #[derive(Debug, Clone)]
 pub struct StiggEvent {
     pub key: IdempotencyKey,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::event::{EventFamily, JsonError, StiggEvent};
+use crate::stigg::event::{EventFamily, JsonError, StiggEvent};
 
 /// Why a typed view could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +185,7 @@ impl StiggEvent {
         let mut json = serde_json::Deserializer::from_str(self.raw_json());
         serde_path_to_error::deserialize(&mut json).map_err(|e| ViewError::Malformed {
             view,
-            path: crate::event::redact_quoted(&e.path().to_string()),
+            path: crate::stigg::event::redact_quoted(&e.path().to_string()),
             source: JsonError::new(e.inner()),
         })
     }
@@ -214,7 +214,7 @@ impl StiggEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventType;
+    use crate::stigg::event::EventType;
 
     fn example(name: &str) -> StiggEvent {
         let raw = std::fs::read_to_string(format!("{}/events/stigg/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
