@@ -62,7 +62,10 @@ send: ## Deliver EVENT (file or folder) like Stigg, fresh ids each time; AWS=1 f
 	  output() { echo "$$out" | python3 -c 'import json,sys; print({o["OutputKey"]:o["OutputValue"] for o in json.load(sys.stdin)}[sys.argv[1]])' "$$1"; }; \
 	  $(DEV) send --url "$$(output ReceiverUrl)" --secret-parameter "$$(output WebhookSecretParameterName)" $(SEND_FLAGS) $(EVENT); \
 	else \
-	  if [ -z "$(URL)" ] && [ -f $(DEV_ENV) ]; then . $(DEV_ENV); fi; \
+	  if [ -z "$(URL)" ]; then \
+	    test -f $(DEV_ENV) || { echo "the local stack is not running: start 'make dev' first (or give URL=... SECRET=..., or AWS=1)"; exit 1; }; \
+	    . $(DEV_ENV); \
+	  fi; \
 	  $(DEV) send --url "$${URL:-$${RECEIVER_URL:-http://127.0.0.1:9000/lambda-url/receiver/}}" \
 	    $(if $(SECRET),--secret "$(SECRET)") $(SEND_FLAGS) $(EVENT); \
 	fi
