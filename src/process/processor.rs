@@ -141,6 +141,22 @@ pub fn record_deadline(deadline: SystemTime, now: SystemTime) -> (tokio::time::I
     (tokio::time::Instant::now() + (left - margin), margin)
 }
 
+/// One invocation's time, computed once per batch: the claims' lease (the deadline) and when
+/// every record of the batch must be done.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    lease: SystemTime,
+    records_end: tokio::time::Instant,
+    margin: Duration,
+}
+
+impl Budget {
+    fn new(deadline: SystemTime) -> Self {
+        let (records_end, margin) = record_deadline(deadline, SystemTime::now());
+        Self { lease: deadline, records_end, margin }
+    }
+}
+
 /// The processor with its clients and handlers, built once per cold start.
 pub struct Processor {
     store: IdempotencyStore,
@@ -171,9 +187,10 @@ impl Processor {
 
     /// Processes a batch; `deadline` (the invocation's) is the lease of every claim taken.
     pub async fn process(&self, records: &[SqsMessage], deadline: SystemTime) -> BatchReport {
+        let budget = Budget::new(deadline);
         let fifo = records.iter().any(|r| r.event_source_arn.as_deref().is_some_and(|a| a.ends_with(".fifo")));
         let outcomes = if fifo {
-            self.process_in_order(records, deadline).await
+            self.process_in_order(records, budget).await
         } else {
             // At most `max_concurrency` records in flight; join_all keeps record order.
             let permits = tokio::sync::Semaphore::new(self.max_concurrency);
@@ -182,7 +199,7 @@ impl Processor {
                 .iter()
                 .map(|r| async move {
                     let _permit = permits.acquire().await.expect("the semaphore is never closed");
-                    self.process_record(r, deadline).await
+                    self.process_record(r, budget).await
                 })
                 .collect();
             futures::future::join_all(records).await
@@ -192,23 +209,23 @@ impl Processor {
 
     /// FIFO queues: one record at a time, and once one fails the rest of the batch is returned
     /// unprocessed, so no event overtakes an earlier one of its group.
-    async fn process_in_order(&self, records: &[SqsMessage], deadline: SystemTime) -> Vec<RecordOutcome> {
+    async fn process_in_order(&self, records: &[SqsMessage], budget: Budget) -> Vec<RecordOutcome> {
         let mut outcomes = Vec::with_capacity(records.len());
         for record in records {
             if outcomes.iter().any(|o| matches!(o, RecordOutcome::Retry(_))) {
                 outcomes.push(RecordOutcome::Retry("an earlier record of this FIFO batch failed".into()));
                 continue;
             }
-            outcomes.push(self.process_record(record, deadline).await);
+            outcomes.push(self.process_record(record, budget).await);
         }
         outcomes
     }
 
-    async fn process_record(&self, record: &SqsMessage, deadline: SystemTime) -> RecordOutcome {
+    async fn process_record(&self, record: &SqsMessage, budget: Budget) -> RecordOutcome {
         let span = tracing::info_span!("record", message_id = %message_id(record));
         async {
             let started = Instant::now();
-            let outcome = self.process_one(record, deadline).await;
+            let outcome = self.process_one(record, budget).await;
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             let metric = match &outcome {
                 RecordOutcome::Processed => ProcessorOutcome::Processed,
@@ -223,10 +240,9 @@ impl Processor {
         .await
     }
 
-    async fn process_one(&self, record: &SqsMessage, deadline: SystemTime) -> RecordOutcome {
+    async fn process_one(&self, record: &SqsMessage, budget: Budget) -> RecordOutcome {
         let started = Instant::now();
-        let (records_end, margin) = record_deadline(deadline, SystemTime::now());
-        if tokio::time::Instant::now() >= records_end {
+        if tokio::time::Instant::now() >= budget.records_end {
             // Waited for a permit until no time was left: leave it for redelivery untouched.
             tracing::warn!("no time left in this invocation for this record; will retry");
             return RecordOutcome::Retry("no time left in this invocation".into());
@@ -239,7 +255,7 @@ impl Processor {
             }
         };
         let fingerprint = sha256_hex(event.raw_json().as_bytes());
-        let claim = match self.store.claim(&event.key, &fingerprint, deadline).await {
+        let claim = match self.store.claim(&event.key, &fingerprint, budget.lease).await {
             Ok(ClaimOutcome::Claimed(claim)) => claim,
             Ok(ClaimOutcome::Completed { .. }) => {
                 tracing::info!(idempotency_key = %event.key, event_type = %event.event_type, "duplicate skipped");
@@ -255,7 +271,7 @@ impl Processor {
             }
         };
         let run = AssertUnwindSafe(self.handlers.run(&event)).catch_unwind();
-        let failure = match tokio::time::timeout_at(records_end, run).await {
+        let failure = match tokio::time::timeout_at(budget.records_end, run).await {
             Err(_elapsed) => {
                 tracing::warn!(idempotency_key = %event.key, event_type = %event.event_type,
                     "handlers ran out of time before the invocation deadline; will retry");
@@ -282,7 +298,8 @@ impl Processor {
         };
         // Bounded so a slow release cannot eat the time kept to answer; an unreleased claim
         // ends with its lease (the deadline) anyway.
-        let release_within = margin.max(records_end.saturating_duration_since(tokio::time::Instant::now()));
+        let release_within =
+            budget.margin.max(budget.records_end.saturating_duration_since(tokio::time::Instant::now()));
         match tokio::time::timeout(release_within, self.store.release(claim)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(idempotency_key = %event.key, error = %crate::error_chain(&e),
