@@ -52,11 +52,10 @@ fn parse_level(s: &str) -> Option<LevelFilter> {
 /// with span filters are dropped). One global `EnvFilter` built from them keeps tracing's static
 /// fast path: a disabled `debug!` in the SDK costs a branch, not a dispatch.
 pub fn directives(lambda_level: Option<&str>, rust_log: Option<&str>) -> String {
+    let name = |l: LevelFilter| l.to_string().to_lowercase();
     let level = configured_level(lambda_level, rust_log);
-    let mut out = vec![level.min(LevelFilter::INFO).to_string().to_lowercase()];
-    out.extend(
-        DEBUG_CEILING.iter().map(|t| format!("{t}={}", level.min(LevelFilter::DEBUG).to_string().to_lowercase())),
-    );
+    let mut out = vec![name(level.min(LevelFilter::INFO))];
+    out.extend(DEBUG_CEILING.iter().map(|t| format!("{t}={}", name(level.min(LevelFilter::DEBUG)))));
     if lambda_level.and_then(parse_level).is_none()
         && let Some(rust_log) = rust_log
     {
@@ -65,7 +64,7 @@ pub fn directives(lambda_level: Option<&str>, rust_log: Option<&str>) -> String 
             let (target, Some(level)) = (target.trim(), parse_level(level)) else { continue };
             let valid = !target.is_empty() && target.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
             if valid {
-                out.push(format!("{target}={}", level.min(ceiling(target)).to_string().to_lowercase()));
+                out.push(format!("{target}={}", name(level.min(ceiling(target)))));
             }
         }
     }

@@ -1,6 +1,8 @@
 //! Properties of everything the receiver does before any I/O: the request gate, key derivation
 //! and secret matching. No emulator needed; proptest shrinks any counterexample it finds.
 
+mod common;
+
 use base64::Engine;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -17,14 +19,9 @@ fn gate() -> Gate {
     Gate::new(SecretSet::parse(&format!("old-secret-abcdefghij, {SECRET}")).unwrap(), None, LIMIT)
 }
 
-/// A function-URL event as Lambda delivers it.
+/// A function-URL event from Stigg's documented address, as Lambda delivers it.
 fn event_for(method: &str, headers: Value, body: &str, base64: bool) -> Value {
-    json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "", "headers": headers,
-        "requestContext": {"http": {"method": method, "path": "/", "protocol": "HTTP/1.1", "sourceIp": "18.119.35.43", "userAgent": "Stigg"},
-                           "requestId": "r", "timeEpoch": 0, "domainName": "x.lambda-url.us-east-1.on.aws"},
-        "body": body, "isBase64Encoded": base64
-    })
+    common::url_event(method, headers, Some(body), base64, Some("18.119.35.43"))
 }
 
 /// The request lambda_http makes of `event`, as at run time; `None` for an event it refuses

@@ -26,9 +26,6 @@ async fn main() -> Result<(), Error> {
             Secrets::refreshing(parameter, policy).await.map_err(|e| init_error(ConfigError::from(e)))?
         }
     };
-    if secrets.current().has_weak_secret() {
-        tracing::warn!("a webhook secret is shorter than 16 characters");
-    }
     let store =
         IdempotencyStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table, config.ttl, ClaimScope::Receiver);
     let queue = EventQueue::new(aws_sdk_sqs::Client::new(&sdk), config.queue);

@@ -179,20 +179,15 @@ impl Checks {
     /// UTF-8, so a body that is not UTF-8 is refused as the invalid payload it is.
     pub fn body(&self, body: Body) -> Result<Admitted, ReceiveError> {
         let limit = self.max_body_bytes;
+        if body.len() > limit {
+            return Err(ReceiveError::TooLarge { limit });
+        }
         let raw = match body {
             Body::Text(text) => text,
-            Body::Binary(bytes) => {
-                if bytes.len() > limit {
-                    return Err(ReceiveError::TooLarge { limit });
-                }
-                String::from_utf8(bytes).map_err(|_| PayloadError::NotUtf8)?
-            }
+            Body::Binary(bytes) => String::from_utf8(bytes).map_err(|_| PayloadError::NotUtf8)?,
             // Empty, and any kind a later lambda_http adds: no JSON object in it.
             _ => String::new(),
         };
-        if raw.len() > limit {
-            return Err(ReceiveError::TooLarge { limit });
-        }
         let payload = WebhookPayload::parse(raw.as_bytes())?;
         Ok(Admitted { payload, raw })
     }
@@ -389,7 +384,7 @@ mod tests {
     use super::*;
 
     fn request(event: Value) -> Request {
-        lambda_http::request::from_str(&event.to_string()).expect("a function-URL event")
+        function_url_request(&event.to_string()).expect("a function-URL event")
     }
 
     #[test]

@@ -150,12 +150,14 @@ enum Cause {
 impl Secrets {
     /// A list that never changes (an inline `STIGG_WEBHOOK_SECRET`).
     pub fn fixed(set: SecretSet) -> Self {
+        warn_if_weak(&set);
         Self { current: RwLock::new(Arc::new(set)), refresh: None }
     }
 
     /// Reads the list once now (a failure here fails the cold start) and keeps it fresh.
     pub async fn refreshing(source: Box<dyn SecretFetch>, policy: RefreshPolicy) -> Result<Self, FetchError> {
         let set = source.fetch().await?;
+        warn_if_weak(&set);
         let clock = Mutex::new(RefreshClock { loaded_at: Instant::now(), last_attempt: None });
         let refresh = Refresher { source, policy, clock, in_flight: tokio::sync::Mutex::new(()) };
         Ok(Self { current: RwLock::new(Arc::new(set)), refresh: Some(refresh) })
@@ -188,9 +190,7 @@ impl Secrets {
         match refresh.source.fetch().await {
             Ok(set) => {
                 let changed = !set.same_as(&self.current());
-                if set.has_weak_secret() {
-                    tracing::warn!("a webhook secret is shorter than 16 characters");
-                }
+                warn_if_weak(&set);
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
                 refresh.clock.lock().unwrap_or_else(|e| e.into_inner()).loaded_at = Instant::now();
                 let outcome = if changed { "changed" } else { "unchanged" };
@@ -203,6 +203,13 @@ impl Secrets {
                 metrics::secret_refresh("failed");
             }
         }
+    }
+}
+
+/// Every list put in force is checked: Stigg's generated secrets are long random strings.
+fn warn_if_weak(set: &SecretSet) {
+    if set.has_weak_secret() {
+        tracing::warn!("a webhook secret is shorter than {RECOMMENDED_SECRET_LEN} characters");
     }
 }
 

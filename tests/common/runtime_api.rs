@@ -315,13 +315,8 @@ impl Drop for FunctionProcess {
 /// A function-URL (payload 2.0) POST of `body` from Stigg's documented address, as Lambda hands
 /// it to the receiver.
 pub fn function_url_post(secret: &str, body: &str) -> Value {
-    json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
-        "headers": {"stigg-webhooks-secret": secret, "content-type": "application/json", "user-agent": "Stigg"},
-        "requestContext": {"http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1", "sourceIp": "18.119.35.43", "userAgent": "Stigg"},
-                           "timeEpoch": 0, "requestId": "r", "domainName": "x.lambda-url.us-east-1.on.aws"},
-        "body": body, "isBase64Encoded": false
-    })
+    let headers = json!({"stigg-webhooks-secret": secret, "content-type": "application/json", "user-agent": "Stigg"});
+    super::url_event("POST", headers, Some(body), false, Some("18.119.35.43"))
 }
 
 /// The path of a binary of this package built by `cargo test` / `cargo bench`.
