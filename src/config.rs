@@ -33,6 +33,8 @@ pub enum ConfigError {
     AmbiguousSecret,
     #[error("reading the secret from SSM parameter {name} failed: {cause}")]
     SecretParameter { name: String, cause: String },
+    #[error("set one of STIGG_API_KEY or STIGG_API_KEY_PARAMETER, not both")]
+    AmbiguousApiKey,
 }
 
 impl From<crate::ingest::secrets::FetchError> for ConfigError {
@@ -109,6 +111,21 @@ impl QueueUrl {
 
     pub fn is_fifo(&self) -> bool {
         self.0.ends_with(".fifo")
+    }
+
+    /// The region in an AWS queue URL (`https://sqs.<region>.amazonaws.com/...`, or the legacy
+    /// `https://<region>.queue.amazonaws.com/...`); `None` for other hosts (local emulators).
+    pub fn region(&self) -> Option<&str> {
+        let host = self.0.split("://").nth(1)?.split('/').next()?;
+        let host = host.split(':').next()?;
+        let region = if let Some(rest) = host.strip_prefix("sqs.") {
+            rest.split_once(".amazonaws.com").map(|(r, _)| r)?
+        } else {
+            host.split_once(".queue.amazonaws.com").map(|(r, _)| r)?
+        };
+        let valid =
+            !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        valid.then_some(region)
     }
 
     pub fn as_str(&self) -> &str {
@@ -221,6 +238,132 @@ impl ProcessorConfig {
                 .transpose()?,
             max_concurrency: positive(env, "PROCESSOR_MAX_CONCURRENCY", DEFAULT_PROCESSOR_CONCURRENCY)?,
         })
+    }
+}
+
+/// A Stigg server API key (full access, or scoped with "Event Queue: Read"). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("the API key is empty".into());
+        }
+        // It travels in an HTTP header: printable ASCII only.
+        if !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the API key has characters an HTTP header cannot carry".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(redacted)")
+    }
+}
+
+/// Where the bridge's Stigg API key comes from.
+#[derive(Debug, Clone)]
+pub enum ApiKeySource {
+    /// `STIGG_API_KEY`, for local use.
+    Inline(ApiKey),
+    /// `STIGG_API_KEY_PARAMETER`: an SSM SecureString, read at the cold start and again when
+    /// Stigg refuses the key (a rotated key needs no redeploy).
+    Parameter(String),
+}
+
+pub const DEFAULT_EDGE_API_URL: &str = "https://edge.api.stigg.io";
+/// Stigg's documented range for `durationSeconds`.
+pub const CREDENTIALS_SECONDS: std::ops::RangeInclusive<u64> = 900..=3600;
+/// SQS's longest long poll.
+pub const MAX_WAIT_SECONDS: u64 = 20;
+
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// Stigg's durable-delivery queue (in Stigg's account).
+    pub stigg_queue: QueueUrl,
+    pub api_key: ApiKeySource,
+    /// The Edge API's base URL (`STIGG_EDGE_API_URL`).
+    pub edge_api_url: String,
+    /// Our events queue, which the processor consumes.
+    pub events_queue: QueueUrl,
+    /// `durationSeconds` asked of the Edge API (`STIGG_CREDENTIALS_SECONDS`, 900-3600).
+    pub credentials_duration: Duration,
+    /// Long-poll wait (`BRIDGE_WAIT_SECONDS`, 1-20, default 20).
+    pub wait: Duration,
+    /// Stop the invocation after this many empty polls in a row (`BRIDGE_MAX_EMPTY_POLLS`);
+    /// unset: poll until the invocation's deadline.
+    pub max_empty_polls: Option<NonZeroUsize>,
+    /// An endpoint for Stigg's queue other than the one its URL's region implies
+    /// (`STIGG_SQS_ENDPOINT_URL`: local stand-ins only).
+    pub stigg_sqs_endpoint: Option<String>,
+}
+
+impl BridgeConfig {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let url = |var: &'static str| -> Result<QueueUrl, ConfigError> {
+            QueueUrl::parse(&env.required(var)?).map_err(|e| invalid(var, e))
+        };
+        let api_key = match (env.value("STIGG_API_KEY"), env.value("STIGG_API_KEY_PARAMETER")) {
+            (Some(_), Some(_)) => return Err(ConfigError::AmbiguousApiKey),
+            (Some(key), None) => ApiKeySource::Inline(ApiKey::parse(&key).map_err(|e| invalid("STIGG_API_KEY", e))?),
+            (None, Some(name)) => ApiKeySource::Parameter(name),
+            (None, None) => return Err(ConfigError::Missing("STIGG_API_KEY_PARAMETER (or STIGG_API_KEY)")),
+        };
+        let edge_api_url = env.value("STIGG_EDGE_API_URL").unwrap_or_else(|| DEFAULT_EDGE_API_URL.to_owned());
+        if !(edge_api_url.starts_with("https://") || edge_api_url.starts_with("http://")) {
+            return Err(invalid("STIGG_EDGE_API_URL", format!("{edge_api_url:?} is not an http(s) URL")));
+        }
+        let seconds = positive(env, "STIGG_CREDENTIALS_SECONDS", *CREDENTIALS_SECONDS.end() as usize)?.get() as u64;
+        if !CREDENTIALS_SECONDS.contains(&seconds) {
+            return Err(invalid("STIGG_CREDENTIALS_SECONDS", format!("{seconds} is outside Stigg's range 900-3600")));
+        }
+        let wait = positive(env, "BRIDGE_WAIT_SECONDS", MAX_WAIT_SECONDS as usize)?.get() as u64;
+        if wait > MAX_WAIT_SECONDS {
+            return Err(invalid("BRIDGE_WAIT_SECONDS", format!("{wait} is longer than SQS's 20 s long poll")));
+        }
+        let max_empty_polls = match env.value("BRIDGE_MAX_EMPTY_POLLS") {
+            None => None,
+            Some(_) => Some(positive(env, "BRIDGE_MAX_EMPTY_POLLS", 1)?),
+        };
+        Ok(Self {
+            stigg_queue: url("STIGG_QUEUE_URL")?,
+            api_key,
+            edge_api_url: edge_api_url.trim_end_matches('/').to_owned(),
+            events_queue: url("EVENTS_QUEUE_URL")?,
+            credentials_duration: Duration::from_secs(seconds),
+            wait: Duration::from_secs(wait),
+            max_empty_polls,
+            stigg_sqs_endpoint: env.value("STIGG_SQS_ENDPOINT_URL"),
+        })
+    }
+}
+
+pub const DEFAULT_STATUS_URL: &str = "https://status.stigg.io/proxy/status.stigg.io/component_impacts";
+
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// The status page's component-impacts endpoint (`STIGG_STATUS_URL`).
+    pub url: String,
+    /// How far back uptime and incidents are read (`STIGG_STATUS_WINDOW_HOURS`, default 24).
+    pub window: Duration,
+}
+
+impl StatusConfig {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let url = env.value("STIGG_STATUS_URL").unwrap_or_else(|| DEFAULT_STATUS_URL.to_owned());
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(invalid("STIGG_STATUS_URL", format!("{url:?} is not an http(s) URL")));
+        }
+        let hours = positive(env, "STIGG_STATUS_WINDOW_HOURS", 24)?.get() as u64;
+        Ok(Self { url, window: Duration::from_secs(hours * 3600) })
     }
 }
 
@@ -399,6 +542,61 @@ mod tests {
         assert!(list.allows("2001:db8::1".parse().unwrap()));
         assert!(!list.allows("18.119.35.44".parse().unwrap()));
         assert!(!list.allows("127.0.0.1".parse().unwrap()));
+    }
+
+    const BRIDGE: [(&str, &str); 3] = [
+        ("STIGG_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/210987654321/customer-events"),
+        ("STIGG_API_KEY_PARAMETER", "/stigg/api-key"),
+        ("EVENTS_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/stigg-events"),
+    ];
+
+    #[test]
+    fn minimal_bridge_configuration_gets_documented_defaults() {
+        let c = BridgeConfig::from_env(&BRIDGE).unwrap();
+        assert!(matches!(c.api_key, ApiKeySource::Parameter(ref n) if n == "/stigg/api-key"));
+        assert_eq!(c.edge_api_url, "https://edge.api.stigg.io");
+        assert_eq!(c.credentials_duration, Duration::from_secs(3600));
+        assert_eq!(c.wait, Duration::from_secs(20));
+        assert!(c.max_empty_polls.is_none() && c.stigg_sqs_endpoint.is_none());
+        assert_eq!(c.stigg_queue.region(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn bridge_settings_outside_their_documented_range_are_refused_by_name() {
+        for (var, value) in [
+            ("STIGG_CREDENTIALS_SECONDS", "600"),
+            ("STIGG_CREDENTIALS_SECONDS", "7200"),
+            ("BRIDGE_WAIT_SECONDS", "21"),
+            ("BRIDGE_MAX_EMPTY_POLLS", "0"),
+            ("STIGG_EDGE_API_URL", "edge.api.stigg.io"),
+        ] {
+            let env = [BRIDGE[0], BRIDGE[1], BRIDGE[2], (var, value)];
+            let err = BridgeConfig::from_env(&env).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}={value}: {err}");
+        }
+        let both = [BRIDGE[0], BRIDGE[1], BRIDGE[2], ("STIGG_API_KEY", "key")];
+        assert!(matches!(BridgeConfig::from_env(&both), Err(ConfigError::AmbiguousApiKey)));
+        let inline = [BRIDGE[0], ("STIGG_API_KEY", "server-key"), BRIDGE[2]];
+        let c = BridgeConfig::from_env(&inline).unwrap();
+        assert!(matches!(c.api_key, ApiKeySource::Inline(ref k) if k.expose() == "server-key"));
+        assert!(!format!("{c:?}").contains("server-key"), "the key is never printed");
+    }
+
+    #[test]
+    fn the_region_of_a_queue_comes_from_its_url() {
+        let region = |u: &str| QueueUrl::parse(u).unwrap().region().map(str::to_owned);
+        assert_eq!(region("https://sqs.eu-west-1.amazonaws.com/1/q").as_deref(), Some("eu-west-1"));
+        assert_eq!(region("https://sqs.cn-north-1.amazonaws.com.cn/1/q").as_deref(), Some("cn-north-1"));
+        assert_eq!(region("https://us-west-2.queue.amazonaws.com/1/q").as_deref(), Some("us-west-2"));
+        assert_eq!(region("http://127.0.0.1:4566/000000000000/q"), None);
+    }
+
+    #[test]
+    fn status_configuration() {
+        let c = StatusConfig::from_env(&[("X", "y")]).unwrap();
+        assert_eq!(c.url, DEFAULT_STATUS_URL);
+        assert_eq!(c.window, Duration::from_secs(86_400));
+        assert!(StatusConfig::from_env(&[("STIGG_STATUS_URL", "status.stigg.io")]).is_err());
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Receive Stigg webhooks on AWS Lambda.
 //!
 //! The layout follows the path of an event:
-//! - [`ingest`]: the function-URL side. [`receiver`] authenticates, validates, claims and
-//!   enqueues; [`secrets`] holds the webhook secrets and keeps them fresh.
+//! - [`ingest`]: how events come in. [`receiver`] (the function URL) authenticates, validates,
+//!   claims and enqueues; [`secrets`] holds the webhook secrets and keeps them fresh; [`bridge`]
+//!   drains Stigg's durable-delivery queue into the same events queue.
 //! - [`process`]: the SQS side. [`processor`] runs [`handler`]s once per key, with partial batch
 //!   failures and a dead-letter queue.
-//! - [`stigg`]: Stigg's domain. [`event`] (keys, the open type catalog, payloads) and [`views`]
-//!   (typed views of the documented events).
+//! - [`stigg`]: Stigg's domain. [`event`] (keys, the open type catalog, payloads), [`views`]
+//!   (typed views of the documented events), [`edge`] (Edge API queue credentials as an SDK
+//!   credentials provider) and [`status`] (Stigg's status page as data).
 //! - [`aws`]: the adapters. SDK set-up, [`claim`] (the DynamoDB claim protocol both sides use)
 //!   and [`queue`] (SQS).
 //! - [`config`], [`logging`], [`metrics`]: what both functions share at cold start.
@@ -25,7 +27,9 @@ pub mod logging;
 pub mod metrics;
 
 pub mod ingest {
-    //! The function-URL side: the receiver and its secrets.
+    //! How events come in: the function URL ([`receiver`], with its [`secrets`]) and Stigg's
+    //! durable-delivery queue ([`bridge`]).
+    pub mod bridge;
     pub mod receiver;
     pub mod secrets;
 }
@@ -37,15 +41,18 @@ pub mod process {
 }
 
 pub mod stigg {
-    //! Stigg's domain: events, keys, types, typed views.
+    //! Stigg's domain: events, keys, types, typed views; and Stigg's services we call: the Edge
+    //! API's queue credentials ([`edge`]) and the status page ([`status`]).
+    pub mod edge;
     pub mod event;
+    pub mod status;
     pub mod views;
 }
 
 pub use aws::{claim, queue};
-pub use ingest::{receiver, secrets};
+pub use ingest::{bridge, receiver, secrets};
 pub use process::{handler, processor};
-pub use stigg::{event, views};
+pub use stigg::{edge, event, status, views};
 
 /// The invocation's deadline as the runtime reported it, or `now + fallback` when the report is
 /// already past at the start of the invocation. Lambda never does that, but local emulators do

@@ -133,6 +133,37 @@ pub fn secret_refresh(outcome: &'static str) {
     metrics::counter!("SecretRefreshes", "Outcome" => outcome).increment(1);
 }
 
+/// One Edge API credentials request of the bridge (`EdgeCredentialFetches`, dimension
+/// `Outcome`: fetched, retried, refused, failed).
+pub fn edge_credentials(outcome: &'static str) {
+    metrics::counter!("EdgeCredentialFetches", "Outcome" => outcome).increment(1);
+}
+
+/// Messages the bridge handled (`BridgeMessages`, dimension `Outcome`: forwarded, unparseable
+/// (forwarded as-is), forward_failed, delete_failed).
+pub fn bridge_messages(outcome: &'static str, n: usize) {
+    metrics::counter!("BridgeMessages", "Outcome" => outcome).increment(n as u64);
+}
+
+/// One long poll of Stigg's queue (`BridgePolls`, dimension `Outcome`: messages, empty).
+pub fn bridge_poll(got_messages: bool) {
+    metrics::counter!("BridgePolls", "Outcome" => if got_messages { "messages" } else { "empty" }).increment(1);
+}
+
+/// How long a forwarded message had waited in Stigg's queue (`BridgeMessageAge`, ms).
+pub fn bridge_message_age(ms: f64) {
+    metrics::histogram!("BridgeMessageAge").record(ms);
+}
+
+/// One status-page read (`StiggStatusProbes`, dimension `Outcome`: ok, failed) and, on failure,
+/// `StiggStatusProbeFailures`.
+pub fn status_probe(ok: bool) {
+    metrics::counter!("StiggStatusProbes", "Outcome" => if ok { "ok" } else { "failed" }).increment(1);
+    if !ok {
+        metrics::counter!("StiggStatusProbeFailures").increment(1);
+    }
+}
+
 pub fn processor(outcome: ProcessorOutcome, latency_ms: f64) {
     metrics::counter!("Records", "Outcome" => outcome.as_str()).increment(1);
     if outcome == ProcessorOutcome::Processed {

@@ -54,24 +54,75 @@ impl SecretParameter {
     }
 }
 
+/// The decrypted value of a SecureString parameter.
+async fn read_secure_parameter(client: &aws_sdk_ssm::Client, name: &str) -> Result<String, FetchError> {
+    let fail = |detail: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| FetchError {
+        from: format!("SSM parameter {name}"),
+        detail,
+        source,
+    };
+    let out = client
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| fail(aws_sdk_ssm::error::DisplayErrorContext(&e).to_string(), Some(Box::new(e))))?;
+    out.parameter()
+        .and_then(|p| p.value())
+        .map(str::to_owned)
+        .ok_or_else(|| fail("parameter has no value".into(), None))
+}
+
 #[async_trait::async_trait]
 impl SecretFetch for SecretParameter {
     async fn fetch(&self) -> Result<SecretSet, FetchError> {
-        let fail = |detail: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| FetchError {
+        let value = read_secure_parameter(&self.client, &self.name).await?;
+        SecretSet::parse(&value).map_err(|e| FetchError {
             from: format!("SSM parameter {}", self.name),
-            detail,
-            source,
-        };
-        let out = self
-            .client
-            .get_parameter()
-            .name(&self.name)
-            .with_decryption(true)
-            .send()
-            .await
-            .map_err(|e| fail(aws_sdk_ssm::error::DisplayErrorContext(&e).to_string(), Some(Box::new(e))))?;
-        let value =
-            out.parameter().and_then(|p| p.value()).ok_or_else(|| fail("parameter has no value".into(), None))?;
-        SecretSet::parse(value).map_err(|e| fail(e.to_string(), None))
+            detail: e.to_string(),
+            source: None,
+        })
     }
+}
+
+/// The bridge's Stigg API key in an SSM SecureString parameter.
+pub struct ApiKeyParameter {
+    client: aws_sdk_ssm::Client,
+    name: String,
+}
+
+impl ApiKeyParameter {
+    pub fn new(sdk: &SdkConfig, name: impl Into<String>) -> Self {
+        Self { client: aws_sdk_ssm::Client::new(sdk), name: name.into() }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::stigg::edge::ApiKeyFetch for ApiKeyParameter {
+    async fn fetch(&self) -> Result<crate::config::ApiKey, String> {
+        let value = read_secure_parameter(&self.client, &self.name).await.map_err(|e| e.to_string())?;
+        crate::config::ApiKey::parse(&value).map_err(|e| format!("SSM parameter {}: {e}", self.name))
+    }
+}
+
+/// The SQS client for Stigg's queue: Stigg's credentials (refreshed by the identity cache before
+/// they expire), the queue's own region, and otherwise our SDK settings. Separate from our own
+/// clients, which keep the function's role.
+pub fn stigg_queue_client(
+    sdk: &SdkConfig,
+    credentials: crate::stigg::edge::EdgeCredentials,
+    region: Option<&str>,
+    endpoint: Option<&str>,
+    load_timeout: Duration,
+) -> aws_sdk_sqs::Client {
+    let cache = aws_config::identity::IdentityCache::lazy().load_timeout(load_timeout).build();
+    let mut config = aws_sdk_sqs::config::Builder::from(sdk).credentials_provider(credentials).identity_cache(cache);
+    if let Some(region) = region {
+        config = config.region(aws_config::Region::new(region.to_owned()));
+    }
+    if let Some(endpoint) = endpoint {
+        config = config.endpoint_url(endpoint);
+    }
+    aws_sdk_sqs::Client::from_conf(config.build())
 }

@@ -1,8 +1,15 @@
-//! SQS adapter: sends one message with string attributes, to a standard or FIFO queue.
+//! SQS adapter: [`EventQueue`] sends messages with string attributes to a standard or FIFO
+//! queue, one or a batch; [`SourceQueue`] receives and deletes, for the bridge.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
-use aws_sdk_sqs::types::MessageAttributeValue;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    SendMessageBatchRequestEntry,
+};
 
 use crate::config::QueueUrl;
 
@@ -15,7 +22,7 @@ pub struct Outbound<'a> {
     pub fifo: Option<FifoIds>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FifoIds {
     pub group_id: String,
     pub deduplication_id: String,
@@ -37,7 +44,7 @@ impl QueueError {
         true
     }
 
-    fn sqs<E, R>(operation: &'static str, queue: &QueueUrl, err: SdkError<E, R>) -> Self
+    pub(crate) fn sqs<E, R>(operation: &'static str, queue: &QueueUrl, err: SdkError<E, R>) -> Self
     where
         E: std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
@@ -85,19 +92,159 @@ impl EventQueue {
 
     /// Sends the message; returns the SQS message id.
     pub async fn send(&self, message: Outbound<'_>) -> Result<String, QueueError> {
-        let mut request = self.client.send_message().queue_url(self.url.as_str()).message_body(message.body);
-        for (name, value) in message.attributes {
-            let value = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .expect("data_type is set");
-            request = request.message_attributes(name, value);
-        }
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(self.url.as_str())
+            .message_body(message.body)
+            .set_message_attributes(Some(string_attributes(message.attributes)));
         if let (true, Some(ids)) = (self.url.is_fifo(), message.fifo) {
             request = request.message_group_id(ids.group_id).message_deduplication_id(ids.deduplication_id);
         }
         let out = request.send().await.map_err(|e| QueueError::sqs("SendMessage", &self.url, e))?;
         Ok(out.message_id.unwrap_or_default())
+    }
+
+    /// Sends up to ten messages in one `SendMessageBatch`. `Err` when the call itself failed
+    /// (nothing was sent); otherwise one result per message, in order: SQS reports each entry's
+    /// success or failure on its own, and a failed entry was not queued.
+    pub async fn send_batch(&self, messages: Vec<Outbound<'_>>) -> Result<Vec<Result<(), String>>, QueueError> {
+        let count = messages.len();
+        let entries = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(m.body)
+                    .set_message_attributes(Some(string_attributes(m.attributes)));
+                if let (true, Some(ids)) = (self.url.is_fifo(), m.fifo) {
+                    entry = entry.message_group_id(ids.group_id).message_deduplication_id(ids.deduplication_id);
+                }
+                entry.build().expect("id and body are set")
+            })
+            .collect();
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(self.url.as_str())
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| QueueError::sqs("SendMessageBatch", &self.url, e))?;
+        let failed = out.failed().iter().map(|f| (f.id(), f.code(), f.message()));
+        Ok(entry_results(count, out.successful().iter().map(|s| s.id()), failed))
+    }
+}
+
+/// One result per batch entry (ids are the entries' indexes). An entry SQS reports neither way
+/// counts as failed: only a reported success may lead to a delete.
+fn entry_results<'a>(
+    count: usize,
+    successful: impl Iterator<Item = &'a str>,
+    failed: impl Iterator<Item = (&'a str, &'a str, Option<&'a str>)>,
+) -> Vec<Result<(), String>> {
+    let mut results: Vec<Result<(), String>> = vec![Err("SQS reported no result for this entry".into()); count];
+    for id in successful {
+        if let Some(slot) = id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+            *slot = Ok(());
+        }
+    }
+    for (id, code, message) in failed {
+        if let Some(slot) = id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+            *slot = Err(format!("{code}: {}", message.unwrap_or_default()));
+        }
+    }
+    results
+}
+
+fn string_attributes(attributes: Vec<(&'static str, String)>) -> HashMap<String, MessageAttributeValue> {
+    attributes
+        .into_iter()
+        .map(|(name, value)| {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .expect("data_type is set");
+            (name.to_owned(), value)
+        })
+        .collect()
+}
+
+pub type ReceiveError =
+    SdkError<aws_sdk_sqs::operation::receive_message::ReceiveMessageError, aws_smithy_runtime_api::http::Response>;
+
+/// A queue we consume (the bridge's view of Stigg's durable-delivery queue).
+#[derive(Debug, Clone)]
+pub struct SourceQueue {
+    client: Client,
+    url: QueueUrl,
+}
+
+impl SourceQueue {
+    pub fn new(client: Client, url: QueueUrl) -> Self {
+        Self { client, url }
+    }
+
+    pub fn url(&self) -> &QueueUrl {
+        &self.url
+    }
+
+    /// One long poll of up to ten messages, with their system attributes (`SentTimestamp`).
+    /// A long poll legitimately holds the request open for `wait`, and the SDK resolves
+    /// credentials inside the attempt (a refresh may take `identity_allowance`), so both are
+    /// added to the usual limits; `within` caps the whole call (the invocation's deadline).
+    pub async fn receive(
+        &self,
+        wait: Duration,
+        identity_allowance: Duration,
+        within: Duration,
+    ) -> Result<Vec<Message>, ReceiveError> {
+        let operation = (wait + identity_allowance + Duration::from_secs(10)).min(within);
+        let attempt = (wait + identity_allowance + Duration::from_secs(5)).min(operation);
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(operation)
+            .build();
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(self.url.as_str())
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
+            .send()
+            .await?;
+        Ok(out.messages.unwrap_or_default())
+    }
+
+    /// Deletes messages by receipt handle in one `DeleteMessageBatch` (at most ten); one result
+    /// per handle, in order.
+    pub async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<Result<(), String>>, QueueError> {
+        let entries = receipt_handles
+            .iter()
+            .enumerate()
+            .map(|(i, handle)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*handle)
+                    .build()
+                    .expect("set")
+            })
+            .collect();
+        let out = self
+            .client
+            .delete_message_batch()
+            .queue_url(self.url.as_str())
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| QueueError::sqs("DeleteMessageBatch", &self.url, e))?;
+        let failed = out.failed().iter().map(|f| (f.id(), f.code(), f.message()));
+        Ok(entry_results(receipt_handles.len(), out.successful().iter().map(|s| s.id()), failed))
     }
 }

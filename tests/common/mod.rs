@@ -5,6 +5,7 @@
 pub mod counting_proxy;
 pub mod fault_proxy;
 pub mod runtime_api;
+pub mod stigg_stand_ins;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -194,7 +195,7 @@ pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str, fifo: bool) -> 
 
 pub async fn drain(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> Vec<Message> {
     let mut all = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..500 {
         let out = sqs
             .receive_message()
             .queue_url(queue.as_str())
@@ -209,6 +210,41 @@ pub async fn drain(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> Vec<Message> 
         if batch.is_empty() {
             break;
         }
+        all.extend(batch);
+    }
+    all
+}
+
+/// Every message now in the queue, deleted as received (for counts where a redelivery of a
+/// slow drain must not be mistaken for a duplicate).
+pub async fn take_all(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> Vec<Message> {
+    let mut all = Vec::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(queue.as_str())
+            .max_number_of_messages(10)
+            .visibility_timeout(300)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap();
+        let batch = out.messages.unwrap_or_default();
+        if batch.is_empty() {
+            break;
+        }
+        let entries = batch
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        sqs.delete_message_batch().queue_url(queue.as_str()).set_entries(Some(entries)).send().await.unwrap();
         all.extend(batch);
     }
     all
@@ -258,4 +294,44 @@ pub async fn put_secure_parameter(name: &str, value: &str) {
         .send()
         .await
         .expect("put parameter");
+}
+
+/// The EMF documents among a process's output lines that carry `metric`.
+pub fn emf_documents(lines: &[String], metric: &str) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["_aws"]["CloudWatchMetrics"].is_array() && !v[metric].is_null())
+        .collect()
+}
+
+/// The sum of `metric` over EMF documents whose `dimension` is `value` (all documents when
+/// `dimension` is None). Counters are numbers, distributions `{"Values":[..]}` or arrays.
+pub fn emf_sum(lines: &[String], metric: &str, dimension: Option<(&str, &str)>) -> f64 {
+    emf_documents(lines, metric)
+        .iter()
+        .filter(|v| dimension.is_none_or(|(k, want)| v[k] == want))
+        .map(|v| match &v[metric] {
+            serde_json::Value::Number(n) => n.as_f64().unwrap_or(0.0),
+            serde_json::Value::Array(a) => a.iter().filter_map(serde_json::Value::as_f64).sum(),
+            other => other["Values"].as_array().map_or(0.0, |a| a.iter().filter_map(serde_json::Value::as_f64).sum()),
+        })
+        .sum()
+}
+
+/// Visible plus in-flight messages (moto keeps both counts exact).
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> usize {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(queue.as_str())
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let attrs = out.attributes.unwrap_or_default();
+    [QueueAttributeName::ApproximateNumberOfMessages, QueueAttributeName::ApproximateNumberOfMessagesNotVisible]
+        .iter()
+        .map(|a| attrs.get(a).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0))
+        .sum()
 }

@@ -1,0 +1,359 @@
+//! Local stand-ins for Stigg's services, on 127.0.0.1: the Edge API's queue-credentials endpoint,
+//! a guard in front of the "Stigg queue" that admits only requests signed with credentials the
+//! stand-in issued and that have not expired, and the status page's component-impacts endpoint.
+//! Used by the tests and by `make dev DURABLE=1` (examples/stigg-dev.rs includes this file).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+type Answer = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+type Handler = Arc<dyn Fn(hyper::http::request::Parts, Bytes) -> Answer + Send + Sync>;
+
+/// Serves `handler` on `addr` (127.0.0.1, port 0 for any) until the process ends.
+async fn serve(addr: &str, handler: Handler) -> SocketAddr {
+    let listener = TcpListener::bind(addr).await.expect("bind a loopback port");
+    let local = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let handler = handler.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        Ok::<_, Infallible>(handler(parts, body).await)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    local
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// RFC 3339 with milliseconds, as the Edge API writes `expiration`.
+fn iso(t: SystemTime) -> String {
+    stigg_webhooks::metrics::rfc3339(t)
+}
+
+#[derive(Default)]
+struct EdgeState {
+    api_key: String,
+    queue_url: String,
+    lifetime: Duration,
+    /// Answers to give before the normal ones (status codes), first first.
+    scripted: Vec<u16>,
+    requests: usize,
+    /// Issued access key id -> (session token, expiration).
+    issued: HashMap<String, (String, SystemTime)>,
+    durations: Vec<String>,
+}
+
+/// The Edge API's `GET /v1/credentials/event-queue.json`: checks `X-API-KEY` and `queueUrl`
+/// (401 for a wrong key, 400 for another queue, as Stigg checks the queue belongs to the key's
+/// environment) and issues fresh credentials expiring after the chosen lifetime.
+#[derive(Clone)]
+pub struct EdgeApiStandIn {
+    addr: SocketAddr,
+    state: Arc<Mutex<EdgeState>>,
+}
+
+impl EdgeApiStandIn {
+    pub async fn start(api_key: &str, queue_url: &str, lifetime: Duration) -> Self {
+        Self::start_on("127.0.0.1:0", api_key, queue_url, lifetime).await
+    }
+
+    pub async fn start_on(addr: &str, api_key: &str, queue_url: &str, lifetime: Duration) -> Self {
+        let state = Arc::new(Mutex::new(EdgeState {
+            api_key: api_key.to_owned(),
+            queue_url: queue_url.to_owned(),
+            lifetime,
+            ..Default::default()
+        }));
+        let shared = state.clone();
+        let handler: Handler = Arc::new(move |parts, _body| {
+            let answer = edge_answer(&shared, &parts);
+            Box::pin(async move { answer })
+        });
+        let addr = serve(addr, handler).await;
+        Self { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_lifetime(&self, lifetime: Duration) {
+        self.state.lock().unwrap().lifetime = lifetime;
+    }
+
+    pub fn set_api_key(&self, key: &str) {
+        self.state.lock().unwrap().api_key = key.to_owned();
+    }
+
+    /// The next answers are these statuses (e.g. `[503, 503]`), then normal ones again.
+    pub fn script(&self, statuses: &[u16]) {
+        self.state.lock().unwrap().scripted = statuses.to_vec();
+    }
+
+    pub fn requests(&self) -> usize {
+        self.state.lock().unwrap().requests
+    }
+
+    /// How many distinct credentials were issued.
+    pub fn issued(&self) -> usize {
+        self.state.lock().unwrap().issued.len()
+    }
+
+    /// The `durationSeconds` values asked for.
+    pub fn durations(&self) -> Vec<String> {
+        self.state.lock().unwrap().durations.clone()
+    }
+
+    /// Whether `access_key_id` + `token` were issued here and have not expired.
+    pub fn is_valid(&self, access_key_id: &str, token: Option<&str>) -> Result<(), &'static str> {
+        let state = self.state.lock().unwrap();
+        match state.issued.get(access_key_id) {
+            None => Err("UnrecognizedClientException"),
+            Some((issued_token, _)) if Some(issued_token.as_str()) != token => Err("InvalidClientTokenId"),
+            Some((_, expiration)) if *expiration <= SystemTime::now() => Err("ExpiredToken"),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+fn edge_answer(state: &Mutex<EdgeState>, parts: &hyper::http::request::Parts) -> Response<Full<Bytes>> {
+    let mut state = state.lock().unwrap();
+    state.requests += 1;
+    if parts.uri.path() != "/v1/credentials/event-queue.json" {
+        return json_response(404, &json!({"message": "not found"}));
+    }
+    if !state.scripted.is_empty() {
+        let status = state.scripted.remove(0);
+        return json_response(status, &json!({"message": format!("scripted {status}")}));
+    }
+    let key = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if key != state.api_key {
+        return json_response(401, &json!({"message": "Unauthorized"}));
+    }
+    let query = parts.uri.query().unwrap_or_default();
+    if query_param(query, "queueUrl").as_deref() != Some(state.queue_url.as_str()) {
+        return json_response(400, &json!({"message": "Queue does not belong to this environment"}));
+    }
+    if let Some(d) = query_param(query, "durationSeconds") {
+        state.durations.push(d);
+    }
+    let n = state.issued.len() + 1;
+    let access_key_id = format!("ASIAEDGE{n:08}");
+    let token = format!("edge-session-{n}-{}", uuid::Uuid::new_v4().simple());
+    let expiration = SystemTime::now() + state.lifetime;
+    state.issued.insert(access_key_id.clone(), (token.clone(), expiration));
+    json_response(
+        200,
+        &json!({"accessKeyId": access_key_id, "secretAccessKey": format!("secret-{n}"),
+            "sessionToken": token, "expiration": iso(expiration)}),
+    )
+}
+
+/// A proxy in front of the emulator that admits only requests signed with credentials the Edge
+/// API stand-in issued and that are still valid, answering others as SQS does (`ExpiredToken`,
+/// ...). It stands for Stigg's account: only Stigg's credentials open it.
+#[derive(Clone)]
+pub struct SignatureGuard {
+    addr: SocketAddr,
+    refused: Arc<Mutex<Vec<String>>>,
+    admitted: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl SignatureGuard {
+    pub async fn start(upstream: &str, edge: EdgeApiStandIn) -> Self {
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let refused: Arc<Mutex<Vec<String>>> = Arc::default();
+        let admitted: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let (r, a) = (refused.clone(), admitted.clone());
+        let handler: Handler = Arc::new(move |mut parts, body| {
+            let (edge, client, upstream, refused, admitted) =
+                (edge.clone(), client.clone(), upstream.clone(), r.clone(), a.clone());
+            Box::pin(async move {
+                let auth = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let akid =
+                    auth.split("Credential=").nth(1).and_then(|c| c.split('/').next()).unwrap_or_default().to_owned();
+                let token = parts.headers.get("x-amz-security-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                if let Err(code) = edge.is_valid(&akid, token.as_deref()) {
+                    refused.lock().unwrap().push(format!("{code} {akid}"));
+                    return json_response(
+                        400,
+                        &json!({"__type": format!("com.amazon.coral.service#{code}"), "message": "not signed with valid Stigg credentials"}),
+                    );
+                }
+                let target =
+                    parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                *admitted.lock().unwrap().entry(target).or_default() += 1;
+                let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+                parts.uri = format!("{upstream}{path}").parse().unwrap();
+                match client.request(Request::from_parts(parts, Full::new(body))).await {
+                    Ok(response) => {
+                        let (parts, body) = response.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        Response::from_parts(parts, Full::new(body))
+                    }
+                    Err(_) => Response::builder().status(502).body(Full::new(Bytes::new())).unwrap(),
+                }
+            })
+        });
+        let addr = serve("127.0.0.1:0", handler).await;
+        Self { addr, refused, admitted }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests refused, with the reason and the access key id.
+    pub fn refused(&self) -> Vec<String> {
+        self.refused.lock().unwrap().clone()
+    }
+
+    /// Admitted requests for an operation (`AmazonSQS.ReceiveMessage`).
+    pub fn admitted(&self, target: &str) -> usize {
+        self.admitted.lock().unwrap().get(target).copied().unwrap_or(0)
+    }
+}
+
+/// The path the status page serves its component impacts on.
+pub const STATUS_PATH: &str = "/proxy/status.stigg.io/component_impacts";
+
+struct StatusState {
+    status: u16,
+    body: Vec<u8>,
+    queries: Vec<String>,
+}
+
+/// The status page's component-impacts endpoint, serving a chosen answer.
+#[derive(Clone)]
+pub struct StatusPageStandIn {
+    addr: SocketAddr,
+    state: Arc<Mutex<StatusState>>,
+}
+
+impl StatusPageStandIn {
+    pub async fn start(answer: &Value) -> Self {
+        Self::start_on("127.0.0.1:0", answer).await
+    }
+
+    pub async fn start_on(addr: &str, answer: &Value) -> Self {
+        let state =
+            Arc::new(Mutex::new(StatusState { status: 200, body: answer.to_string().into_bytes(), queries: vec![] }));
+        let shared = state.clone();
+        let handler: Handler = Arc::new(move |parts, _body| {
+            let mut s = shared.lock().unwrap();
+            s.queries.push(parts.uri.query().unwrap_or_default().to_owned());
+            let answer = if parts.uri.path() == STATUS_PATH {
+                Response::builder()
+                    .status(s.status)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(s.body.clone())))
+                    .unwrap()
+            } else {
+                json_response(404, &json!({"message": "not found"}))
+            };
+            Box::pin(async move { answer })
+        });
+        let addr = serve(addr, handler).await;
+        Self { addr, state }
+    }
+
+    /// The URL to give as `STIGG_STATUS_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}{STATUS_PATH}", self.addr)
+    }
+
+    /// Serve `body` (any bytes: a changed shape, HTML) with `status` from now on.
+    pub fn set(&self, status: u16, body: &[u8]) {
+        let mut s = self.state.lock().unwrap();
+        s.status = status;
+        s.body = body.to_vec();
+    }
+
+    /// The query strings received (`start_at=...&end_at=...`), decoded.
+    pub fn queries(&self) -> Vec<HashMap<String, String>> {
+        self.state
+            .lock()
+            .unwrap()
+            .queries
+            .iter()
+            .map(|q| {
+                q.split('&')
+                    .filter_map(|pair| pair.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+                    .collect()
+            })
+            .collect()
+    }
+}
