@@ -9,7 +9,7 @@ EVENT ?= events/stigg/subscription.created.json
 DEV_ENV := .local/dev/env
 DEV := cargo run -q --example stigg-dev --
 
-.PHONY: help tools test test-unit test-faults test-ddb-local bench profile fuzz build lint fmt clean dev send poison redrive deploy logs
+.PHONY: help tools test test-unit test-faults test-ddb-local bench profile fuzz build lint fmt clean dev send send-durable stigg-status poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,8 +53,8 @@ lint: tools ## cfn-lint, `sam validate --lint` and the cfn-guard policy rules (p
 	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --region us-east-1
 	scripts/guard.sh
 
-dev: tools ## Local stack: moto + both functions (cargo lambda watch) + SQS pump; Ctrl-C stops it
-	scripts/dev.sh
+dev: tools ## Local stack: moto + the functions (cargo lambda watch) + SQS pump; DURABLE=1 adds the bridge and Stigg stand-ins
+	DURABLE=$(DURABLE) scripts/dev.sh
 
 send: ## Deliver EVENT (file or folder) like Stigg, fresh ids each time; AWS=1 for the deployed STACK; SEND_FLAGS="--duplicates 1 --keep-ids --fast"
 	@if [ -n "$(AWS)" ]; then \
@@ -69,6 +69,14 @@ send: ## Deliver EVENT (file or folder) like Stigg, fresh ids each time; AWS=1 f
 	  $(DEV) send --url "$${URL:-$${RECEIVER_URL:-http://127.0.0.1:9000/lambda-url/receiver/}}" \
 	    $(if $(SECRET),--secret "$(SECRET)") $(SEND_FLAGS) $(EVENT); \
 	fi
+
+send-durable: ## Put EVENT (file or folder) on the local Stigg queue of `make dev DURABLE=1`, fresh ids; SNS=1 wraps it in an SNS envelope
+	@test -f $(DEV_ENV) || { echo "the local stack is not running: start 'make dev DURABLE=1' first"; exit 1; }
+	@. $(DEV_ENV); test -n "$$STIGG_QUEUE_URL" || { echo "the local stack runs without the durable channel: restart it with 'make dev DURABLE=1'"; exit 1; }; \
+	  $(DEV) send-durable --queue-url "$$STIGG_QUEUE_URL" $(if $(SNS),--sns) $(EVENT)
+
+stigg-status: ## Stigg's status page as a table: uptime per component, open incidents (STIGG_STATUS_URL=... for another page)
+	@$(DEV) status $(if $(STIGG_STATUS_URL),--url "$(STIGG_STATUS_URL)")
 
 poison: ## Put an unparseable message on the local events queue (watch it reach the DLQ)
 	@test -f $(DEV_ENV) || { echo "run 'make dev' first"; exit 1; }

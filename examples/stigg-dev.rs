@@ -7,6 +7,9 @@
 //! cargo run --example stigg-dev -- setup --table T --queue Q --dlq D
 //! cargo run --example stigg-dev -- poison --queue-url Q
 //! cargo run --example stigg-dev -- redrive --from DLQ_URL --to QUEUE_URL
+//! cargo run --example stigg-dev -- stand-ins --queue-url STIGG_QUEUE_URL [--edge ADDR] [--status ADDR]
+//! cargo run --example stigg-dev -- send-durable --queue-url STIGG_QUEUE_URL [--sns] [--keep-ids] PATH...
+//! cargo run --example stigg-dev -- status [--url URL] [--hours 24]
 //! ```
 //! `send` delivers Stigg payloads the way Stigg does: a 30 s deadline per attempt; on a non-2XX
 //! (or no answer) 3 retries at once, then 3 more 30 s apart, then the event is marked failed.
@@ -19,6 +22,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
+
+// The same stand-ins the tests use (one source for both).
+#[path = "../tests/common/stigg_stand_ins.rs"]
+mod stigg_stand_ins;
 
 #[derive(Parser)]
 #[command(about = "Stigg webhooks: delivery simulator and local-stack tools")]
@@ -47,6 +54,50 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Run local stand-ins of Stigg's Edge API (queue credentials) and status page until Ctrl-C.
+    StandIns(StandInArgs),
+    /// Put Stigg payload files on a durable-delivery queue, as Stigg publishes them.
+    SendDurable(SendDurableArgs),
+    /// Print Stigg's status page: uptime per component and open incidents.
+    Status {
+        #[arg(long, env = "STIGG_STATUS_URL", default_value = stigg_webhooks::config::DEFAULT_STATUS_URL)]
+        url: String,
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+    },
+}
+
+#[derive(Parser)]
+struct StandInArgs {
+    /// The queue the Edge API stand-in issues credentials for.
+    #[arg(long)]
+    queue_url: String,
+    #[arg(long, env = "STIGG_API_KEY", default_value = "local-stigg-server-key")]
+    api_key: String,
+    #[arg(long, default_value = "127.0.0.1:4580")]
+    edge: String,
+    #[arg(long, default_value = "127.0.0.1:4581")]
+    status: String,
+    /// How long issued credentials live (Stigg: 900-3600 s).
+    #[arg(long, default_value_t = 900)]
+    lifetime_seconds: u64,
+    /// The status page's answer.
+    #[arg(long, default_value = "events/status/component_impacts.json")]
+    status_answer: PathBuf,
+}
+
+#[derive(Parser)]
+struct SendDurableArgs {
+    #[arg(long, env = "STIGG_QUEUE_URL")]
+    queue_url: String,
+    /// Wrap each payload in an SNS notification, as a queue subscribed to a topic receives it.
+    #[arg(long)]
+    sns: bool,
+    /// Keep the files' own messageId/eventId (default: fresh ones, like `send`).
+    #[arg(long)]
+    keep_ids: bool,
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
 }
 
 #[derive(Parser, Clone)]
@@ -114,6 +165,9 @@ struct SetupArgs {
     /// Receives before SQS moves a failing message to the dead-letter queue.
     #[arg(long, default_value_t = 3)]
     max_receive_count: u32,
+    /// Also create a local stand-in for Stigg's durable-delivery queue with this name.
+    #[arg(long)]
+    stigg_queue: Option<String>,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -137,6 +191,20 @@ async fn main() -> Result<(), Error> {
             Ok(())
         }
         Command::Redrive { from, to } => redrive(&from, &to).await,
+        Command::StandIns(args) => stand_ins(args).await,
+        Command::SendDurable(args) => send_durable(args).await,
+        Command::Status { url, hours } => {
+            let window = Duration::from_secs(hours * 3600);
+            let page = stigg_webhooks::status::StatusPage::new(&url, Duration::from_secs(10));
+            match page.fetch(SystemTime::now(), window).await {
+                Ok(report) => {
+                    print!("{}", report.table(window));
+                    println!("\n(from {url})");
+                    Ok(())
+                }
+                Err(e) => Err(format!("{url}: {}", stigg_webhooks::error_chain(&e)).into()),
+            }
+        }
     }
 }
 
@@ -547,6 +615,10 @@ async fn setup(args: SetupArgs) -> Result<(), Error> {
         .queue_url
         .unwrap_or_default();
     println!("IDEMPOTENCY_TABLE={}\nEVENTS_QUEUE_URL={queue}\nDEAD_LETTER_QUEUE_URL={dlq}", args.table);
+    if let Some(name) = args.stigg_queue {
+        let url = sqs.create_queue().queue_name(name).send().await?.queue_url.unwrap_or_default();
+        println!("STIGG_QUEUE_URL={url}");
+    }
     Ok(())
 }
 
@@ -611,5 +683,38 @@ async fn redrive(from: &str, to: &str) -> Result<(), Error> {
         }
     }
     println!("redrive: moved {moved} message(s) from {from} to {to}");
+    Ok(())
+}
+
+async fn stand_ins(args: StandInArgs) -> Result<(), Error> {
+    let answer: Value = serde_json::from_slice(&std::fs::read(&args.status_answer)?)?;
+    let lifetime = Duration::from_secs(args.lifetime_seconds);
+    let edge = stigg_stand_ins::EdgeApiStandIn::start_on(&args.edge, &args.api_key, &args.queue_url, lifetime).await;
+    let status = stigg_stand_ins::StatusPageStandIn::start_on(&args.status, &answer).await;
+    println!("STIGG_EDGE_API_URL={}\nSTIGG_STATUS_URL={}", edge.url(), status.url());
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+async fn send_durable(args: SendDurableArgs) -> Result<(), Error> {
+    let sqs = sqs().await;
+    for (name, body) in load_payloads(&args.paths)? {
+        let body = if args.keep_ids { body } else { with_fresh_ids(&body) };
+        let key = serde_json::from_str::<Value>(&body).ok().and_then(|v| v["messageId"].as_str().map(str::to_owned));
+        let message = if args.sns {
+            json!({"Type": "Notification", "MessageId": uuid::Uuid::new_v4().to_string(),
+                "TopicArn": "arn:aws:sns:us-east-1:000000000000:stigg-events", "Message": body,
+                "Timestamp": stigg_webhooks::metrics::rfc3339(SystemTime::now()), "SignatureVersion": "1"})
+            .to_string()
+        } else {
+            body
+        };
+        sqs.send_message().queue_url(&args.queue_url).message_body(message).send().await?;
+        println!(
+            "{name}: on Stigg's queue{} (messageId {})",
+            if args.sns { " in an SNS envelope" } else { "" },
+            key.as_deref().unwrap_or("-")
+        );
+    }
     Ok(())
 }

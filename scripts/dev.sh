@@ -2,6 +2,8 @@
 # `make dev`: the whole stack on this machine. moto (DynamoDB + SQS + SSM) on 127.0.0.1, both
 # functions under `cargo lambda watch` (rebuilt on change), and a pump standing in for Lambda's
 # SQS event source. The banner comes only once both functions are built and have answered.
+# DURABLE=1 adds Stigg's durable-delivery channel: a local "Stigg queue", stand-ins for the Edge
+# API and the status page, and the bridge invoked in a loop (standing in for its schedule).
 # Ctrl-C stops everything this script started.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +14,10 @@ mkdir -p "$state"
 moto_port="${MOTO_PORT:-4566}"
 lambda_port="${LAMBDA_PORT:-9000}"
 secret="${STIGG_WEBHOOK_SECRET:-local-dev-secret-change-me}"
+durable="${DURABLE:-}"
+edge_port="${EDGE_PORT:-4580}"
+status_port="${STATUS_PORT:-4581}"
+api_key="local-stigg-server-key"
 started=$(date +%s.%N)
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)"; }
 pids=()
@@ -29,7 +35,9 @@ trap cleanup EXIT
 trap 'cleanup; exit 0' INT TERM
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$moto_port" "$lambda_port"; do
+ports=("$moto_port" "$lambda_port")
+[ -n "$durable" ] && ports+=("$edge_port" "$status_port")
+for port in "${ports[@]}"; do
   if port_open "$port"; then echo "port $port is in use (another make dev?); set MOTO_PORT/LAMBDA_PORT" >&2; exit 1; fi
 done
 
@@ -50,7 +58,7 @@ for _ in $(seq 1 100); do
 done
 curl -fs -o /dev/null "$AWS_ENDPOINT_URL/moto-api/" || { echo "moto did not start on port $moto_port; see $state/moto.log" >&2; exit 1; }
 
-setup_env=$("$root/target/debug/examples/stigg-dev" setup)
+setup_env=$("$root/target/debug/examples/stigg-dev" setup ${durable:+--stigg-queue stigg-durable-local})
 eval "export $(echo "$setup_env" | tr '\n' ' ')"
 {
   echo "export AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1"
@@ -59,6 +67,20 @@ eval "export $(echo "$setup_env" | tr '\n' ' ')"
   echo "$setup_env" | sed 's/^/export /'
   echo "export RECEIVER_URL=http://127.0.0.1:$lambda_port/lambda-url/receiver/"
 } >"$state/env"
+
+if [ -n "$durable" ]; then
+  start "$root/target/debug/examples/stigg-dev" stand-ins --queue-url "$STIGG_QUEUE_URL" --api-key "$api_key" \
+    --edge "127.0.0.1:$edge_port" --status "127.0.0.1:$status_port" >"$state/stand-ins.log" 2>&1
+  for _ in $(seq 1 50); do port_open "$edge_port" && port_open "$status_port" && break; sleep 0.1; done
+  # The bridge reads these; cargo lambda watch passes its environment to every function. Short
+  # polls that stop when the queue is empty keep each local invocation brief.
+  export STIGG_API_KEY="$api_key" STIGG_EDGE_API_URL="http://127.0.0.1:$edge_port" \
+    BRIDGE_WAIT_SECONDS=5 BRIDGE_MAX_EMPTY_POLLS=1
+  {
+    echo "export STIGG_API_KEY=$api_key STIGG_EDGE_API_URL=http://127.0.0.1:$edge_port"
+    echo "export STIGG_STATUS_URL_LOCAL=http://127.0.0.1:$status_port/proxy/status.stigg.io/component_impacts"
+  } >>"$state/env"
+fi
 
 # The terminal tells the story (one line per request, one per processed event): the metric
 # lines (CloudWatch EMF JSON, one per metric set) go to the full log only, and the runtime's
@@ -88,6 +110,24 @@ warm processor "http://127.0.0.1:$lambda_port/2015-03-31/functions/processor/inv
 start "$root/target/debug/examples/stigg-dev" pump --queue-url "$EVENTS_QUEUE_URL" \
   --invoke-url "http://127.0.0.1:$lambda_port/2015-03-31/functions/processor/invocations"
 
+durable_banner=""
+if [ -n "$durable" ]; then
+  bridge_url="http://127.0.0.1:$lambda_port/2015-03-31/functions/bridge/invocations"
+  warm bridge "$bridge_url" -X POST -H 'content-type: application/json' --data '{}'
+  # EventBridge Scheduler's stand-in: invoke again as soon as the last drain ends. A drain ends
+  # by its 60 s fallback budget at the latest; the time limit covers an invocation lost when
+  # cargo lambda watch restarts the bridge after a code change.
+  start bash -c "while :; do curl -s -o /dev/null --max-time 75 -X POST -H 'content-type: application/json' --data '{}' '$bridge_url'; sleep 1; done"
+  durable_banner="
+  Stigg queue  : $STIGG_QUEUE_URL (drained by the bridge)
+  Edge API     : http://127.0.0.1:$edge_port (stand-in)
+  status page  : http://127.0.0.1:$status_port/proxy/status.stigg.io/component_impacts (stand-in)
+  try:  make send-durable EVENT=events/stigg/subscription.created.json
+        make send-durable EVENT=events/stigg SNS=1
+        make stigg-status STIGG_STATUS_URL=http://127.0.0.1:$status_port/proxy/status.stigg.io/component_impacts
+"
+fi
+
 cat <<BANNER
 
   Stigg webhooks, local stack: ready in $(elapsed) s
@@ -96,7 +136,7 @@ cat <<BANNER
   dead letters : $DEAD_LETTER_QUEUE_URL
   secret       : $secret
   full log     : $state/lambda.log (with the metric lines)
-
+$durable_banner
   try:  make send EVENT=events/stigg/subscription.created.json
         make send EVENT=events/stigg SEND_FLAGS="--duplicates 1"
         make poison && make redrive

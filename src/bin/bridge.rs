@@ -52,7 +52,8 @@ async fn main() -> Result<(), Error> {
         config.max_empty_polls.map(|n| n.get()),
         load_timeout,
     ));
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    // run_concurrent: sequential unless Lambda sets AWS_LAMBDA_MAX_CONCURRENCY above 1.
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| {
         let bridge = bridge.clone();
         async move {
             let deadline = invocation_deadline(event.context.deadline(), DEFAULT_BUDGET);

@@ -14,12 +14,15 @@ async fn main() -> Result<(), Error> {
     logging::init();
     metrics::init("status");
     let config = StatusConfig::from_env(&ProcessEnv).map_err(init_error)?;
-    let page = StatusPage::new(&config.url, Duration::from_secs(10));
-    let page = &page;
-    lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
-        let answer = probe(page, config.window).await;
-        metrics::flush();
-        Ok::<Value, Error>(answer)
+    let page = std::sync::Arc::new(StatusPage::new(&config.url, Duration::from_secs(10)));
+    // run_concurrent: sequential unless Lambda sets AWS_LAMBDA_MAX_CONCURRENCY above 1.
+    lambda_runtime::run_concurrent(service_fn(move |_: LambdaEvent<Value>| {
+        let page = page.clone();
+        async move {
+            let answer = probe(&page, config.window).await;
+            metrics::flush();
+            Ok::<Value, Error>(answer)
+        }
     }))
     .await
 }
