@@ -211,7 +211,8 @@ async fn an_api_key_rotated_in_ssm_is_used_after_the_first_refusal_without_a_red
     // The operator creates a new key in Stigg, stores it, and Stigg stops accepting the old one.
     put_secure_parameter(&parameter, "stigg-server-key-rotated").await;
     stigg.edge.set_api_key("stigg-server-key-rotated");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Past the first credentials' lifetime, so the next poll must ask the Edge API again.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     stigg.put(&[event("after-rotation")]).await;
     let report = run.invoke().await.expect("the new key is read from SSM after the refusal");
     assert_eq!(report["forwarded"], 1, "{report}");
