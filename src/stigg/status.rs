@@ -186,7 +186,7 @@ impl StatusReport {
         let mut out = String::new();
         let hours = window.as_secs() / 3600;
         let _ = writeln!(out, "Stigg status, last {hours} h\n");
-        let _ = writeln!(out, "{:<16} {:>9}  {}", "COMPONENT", "UPTIME", "DATA SINCE");
+        let _ = writeln!(out, "{:<16} {:>9}  DATA SINCE", "COMPONENT", "UPTIME");
         for c in &self.components {
             let uptime = c.uptime.map_or_else(|| "?".to_owned(), |u| format!("{u:.2} %"));
             let name = if c.known { c.name.clone() } else { format!("{} (unknown)", c.name) };
