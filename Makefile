@@ -9,7 +9,7 @@ EVENT ?= events/stigg/subscription.created.json
 DEV_ENV := .local/dev/env
 DEV := cargo run -q --example stigg-dev --
 
-.PHONY: help tools test test-unit test-faults test-ddb-local bench profile fuzz build lint fmt clean dev send send-durable stigg-status poison redrive deploy logs
+.PHONY: help tools test test-unit test-faults test-ddb-local bench bench-mirror profile fuzz build lint fmt clean dev send send-durable stigg-status mirror poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ bench: tools ## Release binaries under a local Runtime API against moto; writes 
 	cargo build --release --bins
 	mkdir -p target/bench-bin && cp target/release/receiver target/release/processor target/bench-bin/
 	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench stack
+	scripts/with-moto.sh cargo bench --bench mirror
+
+bench-mirror: tools ## The entitlement mirror against moto (release): check latency and CPU, calls per event, item sizes; writes its BENCHMARKS.md section
+	scripts/with-moto.sh cargo bench --bench mirror
 
 profile: tools ## Instruction counts (callgrind) of both functions under the bench harness
 	scripts/profile.sh
@@ -53,8 +57,8 @@ lint: tools ## cfn-lint, `sam validate --lint` and the cfn-guard policy rules (p
 	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --region us-east-1
 	scripts/guard.sh
 
-dev: tools ## Local stack: moto + the functions (cargo lambda watch) + SQS pump; DURABLE=1 adds the bridge and Stigg stand-ins
-	DURABLE=$(DURABLE) scripts/dev.sh
+dev: tools ## Local stack: moto + the functions (cargo lambda watch) + SQS pump; DURABLE=1 adds the bridge and Stigg stand-ins, MIRROR=1 the entitlement mirror
+	DURABLE=$(DURABLE) MIRROR=$(MIRROR) scripts/dev.sh
 
 send: ## Deliver EVENT (file or folder) like Stigg, fresh ids each time; AWS=1 for the deployed STACK; SEND_FLAGS="--duplicates 1 --keep-ids --fast"
 	@if [ -n "$(AWS)" ]; then \
@@ -77,6 +81,18 @@ send-durable: ## Put EVENT (file or folder) on the local Stigg queue of `make de
 
 stigg-status: ## Stigg's status page as a table: uptime per component, open incidents (STIGG_STATUS_URL=... for another page)
 	@$(DEV) status $(if $(STIGG_STATUS_URL),--url "$(STIGG_STATUS_URL)")
+
+mirror: ## A customer's mirrored entitlements: CUSTOMER=... [RESOURCE=...] [FEATURE=... REQUESTED=n]; local (make dev MIRROR=1) or AWS=1
+	@if [ -n "$(AWS)" ]; then \
+	  table=$$(SAM_CLI_TELEMETRY=0 sam list stack-outputs --stack-name $(STACK) --output json | python3 -c 'import json,sys; print({o["OutputKey"]:o["OutputValue"] for o in json.load(sys.stdin)}.get("EntitlementMirrorTableName",""))'); \
+	  test -n "$$table" || { echo "the stack has no mirror: deploy with EntitlementMirror=Enabled"; exit 1; }; \
+	else \
+	  test -f $(DEV_ENV) || { echo "the local stack is not running: start 'make dev MIRROR=1' first (or AWS=1)"; exit 1; }; \
+	  . $(DEV_ENV); table="$$ENTITLEMENT_MIRROR_TABLE"; \
+	  test -n "$$table" || { echo "the local stack runs without the mirror: restart it with 'make dev MIRROR=1'"; exit 1; }; \
+	fi; \
+	test -n "$(CUSTOMER)" || { echo "give CUSTOMER=<customer id>"; exit 1; }; \
+	$(DEV) mirror --table "$$table" --customer "$(CUSTOMER)" $(if $(RESOURCE),--resource "$(RESOURCE)") $(if $(FEATURE),--feature "$(FEATURE)") $(if $(REQUESTED),--requested $(REQUESTED))
 
 poison: ## Put an unparseable message on the local events queue (watch it reach the DLQ)
 	@test -f $(DEV_ENV) || { echo "run 'make dev' first"; exit 1; }

@@ -10,6 +10,7 @@
 //! cargo run --example stigg-dev -- stand-ins --queue-url STIGG_QUEUE_URL [--edge ADDR] [--status ADDR]
 //! cargo run --example stigg-dev -- send-durable --queue-url STIGG_QUEUE_URL [--sns] [--keep-ids] PATH...
 //! cargo run --example stigg-dev -- status [--url URL] [--hours 24]
+//! cargo run --example stigg-dev -- mirror --table T --customer C [--resource R] [--feature F [--requested N]]
 //! ```
 //! `send` delivers Stigg payloads the way Stigg does: a 30 s deadline per attempt; on a non-2XX
 //! (or no answer) 3 retries at once, then 3 more 30 s apart, then the event is marked failed.
@@ -58,6 +59,8 @@ enum Command {
     StandIns(StandInArgs),
     /// Put Stigg payload files on a durable-delivery queue, as Stigg publishes them.
     SendDurable(SendDurableArgs),
+    /// Print a customer's mirrored entitlements, or Stigg's answer for one feature.
+    Mirror(MirrorArgs),
     /// Print Stigg's status page: uptime per component and open incidents.
     Status {
         #[arg(long, env = "STIGG_STATUS_URL", default_value = stigg_webhooks::config::DEFAULT_STATUS_URL)]
@@ -65,6 +68,25 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         hours: u64,
     },
+}
+
+#[derive(Parser)]
+struct MirrorArgs {
+    #[arg(long, env = "ENTITLEMENT_MIRROR_TABLE")]
+    table: String,
+    #[arg(long)]
+    customer: String,
+    /// A resource id (default: the customer-wide entitlements).
+    #[arg(long)]
+    resource: Option<String>,
+    /// Answer for this feature (access, limit, remaining) instead of listing them all.
+    #[arg(long)]
+    feature: Option<String>,
+    #[arg(long, default_value_t = 0.0)]
+    requested: f64,
+    /// Eventually consistent reads (as most services would); default: strongly consistent.
+    #[arg(long)]
+    eventually: bool,
 }
 
 #[derive(Parser)]
@@ -168,6 +190,9 @@ struct SetupArgs {
     /// Also create a local stand-in for Stigg's durable-delivery queue with this name.
     #[arg(long)]
     stigg_queue: Option<String>,
+    /// Also create the entitlement mirror's table with this name.
+    #[arg(long)]
+    mirror_table: Option<String>,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -192,6 +217,7 @@ async fn main() -> Result<(), Error> {
         }
         Command::Redrive { from, to } => redrive(&from, &to).await,
         Command::StandIns(args) => stand_ins(args).await,
+        Command::Mirror(args) => mirror(args).await,
         Command::SendDurable(args) => send_durable(args).await,
         Command::Status { url, hours } => {
             let window = Duration::from_secs(hours * 3600);
@@ -615,6 +641,26 @@ async fn setup(args: SetupArgs) -> Result<(), Error> {
         .queue_url
         .unwrap_or_default();
     println!("IDEMPOTENCY_TABLE={}\nEVENTS_QUEUE_URL={queue}\nDEAD_LETTER_QUEUE_URL={dlq}", args.table);
+    if let Some(name) = args.mirror_table {
+        let key =
+            |n: &str| AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build();
+        let created = ddb
+            .create_table()
+            .table_name(&name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(key("pk")?)
+            .attribute_definitions(key("sk")?)
+            .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build()?)
+            .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build()?)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {}
+            Err(e) => return Err(e.into()),
+        }
+        println!("ENTITLEMENT_MIRROR_TABLE={name}");
+    }
     if let Some(name) = args.stigg_queue {
         let url = sqs.create_queue().queue_name(name).send().await?.queue_url.unwrap_or_default();
         println!("STIGG_QUEUE_URL={url}");
@@ -714,6 +760,54 @@ async fn send_durable(args: SendDurableArgs) -> Result<(), Error> {
             "{name}: on Stigg's queue{} (messageId {})",
             if args.sns { " in an SNS envelope" } else { "" },
             key.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+async fn mirror(args: MirrorArgs) -> Result<(), Error> {
+    use stigg_webhooks::mirror::Mirror;
+    let table = stigg_webhooks::config::TableName::parse(&args.table)?;
+    let mirror = Mirror::new(aws_sdk_dynamodb::Client::new(&sdk().await), table).consistent(!args.eventually);
+    let resource = args.resource.as_deref();
+    if let Some(feature) = &args.feature {
+        let started = Instant::now();
+        let access = mirror.check(&args.customer, resource, feature, args.requested).await?;
+        println!("{}", serde_json::to_string_pretty(&access)?);
+        eprintln!("(one GetItem, {:.1} ms)", started.elapsed().as_secs_f64() * 1000.0);
+        return Ok(());
+    }
+    let Some(snapshot) = mirror.entitlements(&args.customer, resource).await? else {
+        println!(
+            "no entitlements mirrored for customer {} {}",
+            args.customer,
+            resource.map_or("(customer-wide)".to_owned(), |r| format!("resource {r}"))
+        );
+        return Ok(());
+    };
+    let updated = stigg_webhooks::metrics::rfc3339(
+        UNIX_EPOCH + Duration::from_millis(snapshot.entitlements_updated_at.max(0) as u64),
+    );
+    println!(
+        "customer {}  resource {}  entitlementsUpdatedAt {updated}  (age {} s)  messageId {}",
+        snapshot.customer_id,
+        snapshot.resource_id.as_deref().unwrap_or("-"),
+        snapshot.age(SystemTime::now()).as_secs(),
+        snapshot.message_id.as_deref().unwrap_or("-")
+    );
+    println!("{:<32} {:<9} {:>10} {:>10} {:>10}  PERIOD END", "FEATURE", "KIND", "LIMIT", "USAGE", "REMAINING");
+    for f in snapshot.features.values() {
+        let a = snapshot.check(&f.feature_id, 0.0, SystemTime::now());
+        let num = |v: Option<f64>| v.map_or("-".to_owned(), |v| v.to_string());
+        let limit = if f.has_unlimited_usage { "unlimited".to_owned() } else { num(f.usage_limit) };
+        println!(
+            "{:<32} {:<9} {:>10} {:>10} {:>10}  {}",
+            f.feature_id,
+            format!("{:?}", f.kind).to_lowercase(),
+            limit,
+            num(f.current_usage),
+            num(a.remaining),
+            f.usage_period_end.as_deref().unwrap_or("-")
         );
     }
     Ok(())

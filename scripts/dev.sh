@@ -2,6 +2,7 @@
 # `make dev`: the whole stack on this machine. moto (DynamoDB + SQS + SSM) on 127.0.0.1, both
 # functions under `cargo lambda watch` (rebuilt on change), and a pump standing in for Lambda's
 # SQS event source. The banner comes only once both functions are built and have answered.
+# MIRROR=1 turns on the entitlement mirror (ENTITLEMENT_MIRROR_TABLE) in the processor.
 # DURABLE=1 adds Stigg's durable-delivery channel: a local "Stigg queue", stand-ins for the Edge
 # API and the status page, and the bridge invoked in a loop (standing in for its schedule).
 # Ctrl-C stops everything this script started.
@@ -15,6 +16,7 @@ moto_port="${MOTO_PORT:-4566}"
 lambda_port="${LAMBDA_PORT:-9000}"
 secret="${STIGG_WEBHOOK_SECRET:-local-dev-secret-change-me}"
 durable="${DURABLE:-}"
+mirror="${MIRROR:-}"
 edge_port="${EDGE_PORT:-4580}"
 status_port="${STATUS_PORT:-4581}"
 api_key="local-stigg-server-key"
@@ -58,7 +60,7 @@ for _ in $(seq 1 100); do
 done
 curl -fs -o /dev/null "$AWS_ENDPOINT_URL/moto-api/" || { echo "moto did not start on port $moto_port; see $state/moto.log" >&2; exit 1; }
 
-setup_env=$("$root/target/debug/examples/stigg-dev" setup ${durable:+--stigg-queue stigg-durable-local})
+setup_env=$("$root/target/debug/examples/stigg-dev" setup ${durable:+--stigg-queue stigg-durable-local} ${mirror:+--mirror-table stigg-entitlements})
 eval "export $(echo "$setup_env" | tr '\n' ' ')"
 {
   echo "export AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1"
@@ -128,6 +130,15 @@ if [ -n "$durable" ]; then
 "
 fi
 
+mirror_banner=""
+if [ -n "$mirror" ]; then
+  mirror_banner="
+  mirror table : $ENTITLEMENT_MIRROR_TABLE (the entitlement mirror is on)
+  try:  make send EVENT=events/stigg/entitlements.updated.json SEND_FLAGS=--keep-ids
+        make mirror CUSTOMER=f29e950f-99cb-4f06-8395-434fb5259a58 RESOURCE=device-34ea9346-4a37-4c5d-82b1-0e42c45dcd77
+"
+fi
+
 cat <<BANNER
 
   Stigg webhooks, local stack: ready in $(elapsed) s
@@ -136,7 +147,7 @@ cat <<BANNER
   dead letters : $DEAD_LETTER_QUEUE_URL
   secret       : $secret
   full log     : $state/lambda.log (with the metric lines)
-$durable_banner
+$durable_banner$mirror_banner
   try:  make send EVENT=events/stigg/subscription.created.json
         make send EVENT=events/stigg SEND_FLAGS="--duplicates 1"
         make poison && make redrive

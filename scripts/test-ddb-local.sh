@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the claim-protocol tests against AWS's own DynamoDB Local (SQS stays on moto), to catch
+# Runs the claim-protocol and entitlement-mirror tests against AWS's own DynamoDB Local (SQS stays on moto), to catch
 # any behaviour where moto and DynamoDB differ. DynamoDB Local binds every interface, so it runs
 # inside a private network namespace with only loopback up; the tests run in the same namespace.
 set -euo pipefail
@@ -13,7 +13,7 @@ if [ "${1:-}" != "--inside" ]; then
   fi
   command -v java >/dev/null || { echo "DynamoDB Local needs Java 17 on PATH" >&2; exit 1; }
   # Build while the network is still there; inside the namespace cargo must not need it.
-  cargo test --no-run --test receiver --test processor --test faults
+  cargo test --no-run --test receiver --test processor --test faults --test mirror
   if [ "$(id -u)" = 0 ]; then ns=(unshare --net); else ns=(unshare --net --map-root-user); fi
   exec "${ns[@]}" -- "$0" --inside
 fi
@@ -37,3 +37,6 @@ echo "DynamoDB Local on $AWS_ENDPOINT_URL_DYNAMODB (pid $java_pid, log $log)" >&
 # concurrency cases with real processes.
 "$root/scripts/with-moto.sh" cargo test --offline --test receiver --test processor
 "$root/scripts/with-moto.sh" cargo test --offline --test faults -- killed_after_its_claim twenty_deliveries lost_completion
+# The entitlement mirror's conditional writes and transactions: the shuffle property, the cost of
+# a stale event, and two processor processes racing on one customer.
+"$root/scripts/with-moto.sh" cargo test --offline --test mirror

@@ -18,6 +18,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+# For tests that start their own serial moto (tests/common: SerialMoto).
+export MOTO_PYTHON="$venv/bin/python" MOTO_SERIAL="$root/scripts/moto-serial.py"
 export AWS_REGION="${AWS_REGION:-us-east-1}" AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-testing}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-testing}"
 echo "moto on $AWS_ENDPOINT_URL (pid $moto_pid, log $log)" >&2

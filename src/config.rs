@@ -225,6 +225,9 @@ pub struct ProcessorConfig {
     pub ttl: Duration,
     pub dead_letter_queue: Option<QueueUrl>,
     pub max_concurrency: NonZeroUsize,
+    /// `ENTITLEMENT_MIRROR_TABLE`: registers the built-in entitlement mirror (see
+    /// [`crate::mirror`]).
+    pub mirror_table: Option<TableName>,
 }
 
 impl ProcessorConfig {
@@ -237,6 +240,10 @@ impl ProcessorConfig {
                 .map(|v| QueueUrl::parse(&v).map_err(|e| invalid("DEAD_LETTER_QUEUE_URL", e)))
                 .transpose()?,
             max_concurrency: positive(env, "PROCESSOR_MAX_CONCURRENCY", DEFAULT_PROCESSOR_CONCURRENCY)?,
+            mirror_table: env
+                .value("ENTITLEMENT_MIRROR_TABLE")
+                .map(|v| TableName::parse(&v).map_err(|e| invalid("ENTITLEMENT_MIRROR_TABLE", e)))
+                .transpose()?,
         })
     }
 }
@@ -605,6 +612,11 @@ mod tests {
         let c = ProcessorConfig::from_env(&env).unwrap();
         assert_eq!(c.max_concurrency.get(), 4);
         assert!(c.dead_letter_queue.is_none());
+        assert!(c.mirror_table.is_none(), "the mirror is opt-in");
+        let env = [("IDEMPOTENCY_TABLE", "t-1_x"), ("ENTITLEMENT_MIRROR_TABLE", "stigg-mirror")];
+        assert_eq!(ProcessorConfig::from_env(&env).unwrap().mirror_table.unwrap().as_str(), "stigg-mirror");
+        let env = [("IDEMPOTENCY_TABLE", "t-1_x"), ("ENTITLEMENT_MIRROR_TABLE", "no spaces")];
+        assert!(ProcessorConfig::from_env(&env).unwrap_err().to_string().contains("ENTITLEMENT_MIRROR_TABLE"));
         let env = [("IDEMPOTENCY_TABLE", "t-1_x"), ("PROCESSOR_MAX_CONCURRENCY", "0")];
         assert!(ProcessorConfig::from_env(&env).is_err());
         assert!(matches!(ProcessorConfig::from_env(&[("X", "y")]), Err(ConfigError::Missing("IDEMPOTENCY_TABLE"))));

@@ -11,7 +11,8 @@
 //!   credentials provider) and [`status`] (Stigg's status page as data).
 //! - [`aws`]: the adapters. SDK set-up, [`claim`] (the DynamoDB claim protocol both sides use)
 //!   and [`queue`] (SQS).
-//! - [`config`], [`logging`], [`metrics`]: what both functions share at cold start.
+//! - [`mirror`]: the opt-in entitlement mirror (a built-in handler and its reader).
+//! - [`config`], [`logging`], [`metrics`]: what the functions share at cold start.
 //!
 //! `src/bin/*` only wire configuration to clients to these handlers. The modules are also
 //! re-exported at the crate root (`stigg_webhooks::receiver`, `::claim`, ...), the paths the
@@ -25,6 +26,9 @@ pub mod aws;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+/// The entitlement mirror: the built-in handler that keeps every customer's entitlements in
+/// DynamoDB, and [`mirror::Mirror`] to read them with Stigg's semantics.
+pub mod mirror;
 
 pub mod ingest {
     //! How events come in: the function URL ([`receiver`], with its [`secrets`]) and Stigg's

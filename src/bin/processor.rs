@@ -9,13 +9,25 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
 use stigg_webhooks::config::{ProcessEnv, ProcessorConfig};
 use stigg_webhooks::handler::{Handlers, LoggingHandler};
+use stigg_webhooks::mirror::{MirrorHandler, MirrorStore};
 use stigg_webhooks::processor::Processor;
 use stigg_webhooks::queue::EventQueue;
 use stigg_webhooks::{aws, init_error, logging, metrics};
 
-/// Your business logic goes here.
+/// Your business logic goes here. The built-in entitlement mirror is added when
+/// `ENTITLEMENT_MIRROR_TABLE` is set.
 fn handlers() -> Handlers {
     Handlers::new().on_all(LoggingHandler)
+}
+
+/// The mirror runs first, so your handlers of the same event see the mirror already updated,
+/// and a failing handler of yours does not keep an entitlement change out of it.
+fn with_mirror(mirror: Option<MirrorHandler>, yours: Handlers) -> Handlers {
+    let built_in = match mirror {
+        Some(mirror) => MirrorHandler::EVENT_TYPES.into_iter().fold(Handlers::new(), |h, t| h.on(t, mirror.clone())),
+        None => Handlers::new(),
+    };
+    built_in.then(yours)
 }
 
 // One thread: Lambda gives a small function a fraction of one vCPU, and the work is I/O-bound;
@@ -26,14 +38,15 @@ async fn main() -> Result<(), Error> {
     metrics::init("processor");
     let config = ProcessorConfig::from_env(&ProcessEnv).map_err(init_error)?;
     let sdk = aws::load_sdk_config().await;
-    let store =
-        IdempotencyStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table, config.ttl, ClaimScope::Processor);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let mirror = config.mirror_table.map(|table| MirrorHandler::new(MirrorStore::new(dynamodb.clone(), table)));
+    let store = IdempotencyStore::new(dynamodb, config.table, config.ttl, ClaimScope::Processor);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let dead_letters = config.dead_letter_queue.map(|url| EventQueue::new(sqs, url));
     if dead_letters.is_none() {
         tracing::warn!("DEAD_LETTER_QUEUE_URL not set: poison records are left to the queue's redrive policy");
     }
-    let processor = Processor::new(store, dead_letters, handlers(), config.max_concurrency.get());
+    let processor = Processor::new(store, dead_letters, with_mirror(mirror, handlers()), config.max_concurrency.get());
     let processor = Arc::new(processor);
     // run_concurrent: sequential unless Lambda sets AWS_LAMBDA_MAX_CONCURRENCY above 1.
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<SqsEvent>| {

@@ -115,6 +115,12 @@ impl Handlers {
         self
     }
 
+    /// Appends `other`'s handlers after these (built-in handlers first, then yours).
+    pub fn then(mut self, other: Handlers) -> Self {
+        self.routes.extend(other.routes);
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }

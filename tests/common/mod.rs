@@ -335,3 +335,46 @@ pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> usize {
         .map(|a| attrs.get(a).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0))
         .sum()
 }
+
+/// A moto server of this test's own that handles one request at a time, for DynamoDB races:
+/// moto's threaded server does not make a conditional write atomic per item as DynamoDB does
+/// (see scripts/moto-serial.py). Under `make test-ddb-local` the real engine is used instead.
+pub struct SerialMoto {
+    child: Option<std::process::Child>,
+    pub endpoint: String,
+}
+
+impl SerialMoto {
+    pub async fn start() -> Self {
+        if let Ok(ddb_local) = std::env::var("AWS_ENDPOINT_URL_DYNAMODB") {
+            return Self { child: None, endpoint: ddb_local };
+        }
+        let python = std::env::var("MOTO_PYTHON").expect("MOTO_PYTHON is set by scripts/with-moto.sh");
+        let script = std::env::var("MOTO_SERIAL").expect("MOTO_SERIAL is set by scripts/with-moto.sh");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(python)
+            .arg(script)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the serial moto");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child: Some(child), endpoint }
+    }
+}
+
+impl Drop for SerialMoto {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
