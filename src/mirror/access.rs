@@ -134,8 +134,16 @@ pub struct Access {
     pub remaining: Option<f64>,
     pub usage_period_end: Option<String>,
     pub enum_values: Vec<String>,
-    /// Age of the snapshot answered from (`None` when there is none).
+    /// Age of the snapshot answered from (`None` when there is none); in JSON, seconds.
+    #[serde(serialize_with = "seconds")]
     pub snapshot_age: Option<Duration>,
+}
+
+fn seconds<S: serde::Serializer>(age: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match age {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 /// Stigg's semantics for one feature of `snapshot` (absent: the customer is unknown).
