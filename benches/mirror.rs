@@ -14,10 +14,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use common::*;
 use serde_json::json;
-use stigg_webhooks::config::TableName;
 use stigg_webhooks::event::StiggEvent;
 use stigg_webhooks::handler::Handler;
 use stigg_webhooks::mirror::{Mirror, MirrorHandler, MirrorStore, item_size};
@@ -75,22 +73,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let admin = aws_sdk_dynamodb::Client::new(&admin_config_for(&ddb_endpoint()).await);
-    let name = unique("mirror-bench");
-    let key = |n: &str| {
-        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().unwrap()
-    };
-    admin
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(key("pk"))
-        .attribute_definitions(key("sk"))
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
-        .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let table = TableName::parse(&name).unwrap();
+    let table = create_mirror_table(&admin).await;
     let recorder = Recorder::default();
     let sdk = sdk_config_for(&ddb_endpoint()).await;
     let client = aws_sdk_dynamodb::Client::from_conf(

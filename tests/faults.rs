@@ -89,18 +89,7 @@ async fn pump_into_processor(
             .collect();
         let out = api.invoke(&json!({"Records": records}), Duration::from_secs(60)).await.expect("processor answers");
         assert_eq!(out["batchItemFailures"], json!([]), "{out}");
-        let entries: Vec<_> = messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle().unwrap())
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        sqs.delete_message_batch().queue_url(queue.as_str()).set_entries(Some(entries)).send().await.unwrap();
+        delete_received(sqs, queue, &messages).await;
         delivered += messages.len();
     }
     delivered

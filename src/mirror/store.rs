@@ -253,6 +253,19 @@ impl MirrorStore {
         Self { client, table }
     }
 
+    /// An UpdateItem on one customer's (or resource's) item.
+    fn update(
+        &self,
+        customer: &str,
+        resource: Option<&str>,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(self.table.as_str())
+            .key("pk", s(partition_key(customer)))
+            .key("sk", s(sort_key(resource)))
+    }
+
     /// Writes `snapshot` if it is newer than the stored one and than the customer's deletion.
     ///
     /// One conditional UpdateItem: a stale snapshot costs that failed write and nothing else.
@@ -277,11 +290,7 @@ impl MirrorStore {
         }
         // `deletedAt` on the item: the deletion swept it; an older snapshot stays out.
         let result = self
-            .client
-            .update_item()
-            .table_name(self.table.as_str())
-            .key("pk", s(partition_key(&snapshot.customer)))
-            .key("sk", s(sort_key(snapshot.resource.as_deref())))
+            .update(&snapshot.customer, snapshot.resource.as_deref())
             .update_expression(format!("SET {} REMOVE deletedAt", set.join(", ")))
             .condition_expression(
                 "(attribute_not_exists(entitlementsUpdatedAt) OR entitlementsUpdatedAt < :t) \
@@ -310,11 +319,7 @@ impl MirrorStore {
         }
         for (feature, current, at) in usages.into_iter().filter(|(_, _, at)| *at > snapshot.at_ms) {
             let result = self
-                .client
-                .update_item()
-                .table_name(self.table.as_str())
-                .key("pk", s(partition_key(&snapshot.customer)))
-                .key("sk", s(sort_key(snapshot.resource.as_deref())))
+                .update(&snapshot.customer, snapshot.resource.as_deref())
                 .update_expression("SET features.#f.currentUsage = :u, features.#f.usageUpdatedAt = :at")
                 .condition_expression("entitlementsUpdatedAt = :t AND #usage.#at = :at")
                 .expression_attribute_names("#f", &feature)
@@ -426,11 +431,7 @@ impl MirrorStore {
             None => "attribute_exists(entitlementsUpdatedAt) AND entitlementsUpdatedAt < :t",
         };
         let mut request = self
-            .client
-            .update_item()
-            .table_name(self.table.as_str())
-            .key("pk", s(partition_key(customer)))
-            .key("sk", s(sort_key(resource)))
+            .update(customer, resource)
             .update_expression("REMOVE features, entitlementsUpdatedAt, entitlementsUpdatedAtIso, messageId, writtenAt SET deletedAt = :t")
             .condition_expression(condition)
             .expression_attribute_values(":t", n(deleted_at));
@@ -463,11 +464,7 @@ impl MirrorStore {
         ]));
         let newer_usage = "(attribute_not_exists(#usage) OR #usage.#at < :t)";
         let result = self
-            .client
-            .update_item()
-            .table_name(self.table.as_str())
-            .key("pk", s(partition_key(customer)))
-            .key("sk", s(sort_key(resource)))
+            .update(customer, resource)
             .update_expression("SET #usage = :usage, features.#f.currentUsage = :u, features.#f.usageUpdatedAt = :t")
             .condition_expression(format!(
                 "attribute_exists(features.#f) AND entitlementsUpdatedAt <= :t AND {newer_usage}"
@@ -493,11 +490,7 @@ impl MirrorStore {
         }
         // No snapshot yet, or one without this feature: keep the usage for a later snapshot.
         let result = self
-            .client
-            .update_item()
-            .table_name(self.table.as_str())
-            .key("pk", s(partition_key(customer)))
-            .key("sk", s(sort_key(resource)))
+            .update(customer, resource)
             .update_expression("SET #usage = :usage")
             .condition_expression(format!(
                 "(attribute_not_exists(entitlementsUpdatedAt) OR entitlementsUpdatedAt <= :t) AND {newer_usage}"

@@ -193,20 +193,26 @@ pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str, fifo: bool) -> 
     QueueUrl::parse(&url).unwrap()
 }
 
+/// One receive of up to ten messages with their attributes, invisible for `visibility` seconds.
+async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl, visibility: i32) -> Vec<Message> {
+    sqs.receive_message()
+        .queue_url(queue.as_str())
+        .max_number_of_messages(10)
+        .visibility_timeout(visibility)
+        .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+}
+
+/// Every message now in the queue (received once, left invisible for a minute).
 pub async fn drain(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> Vec<Message> {
     let mut all = Vec::new();
     for _ in 0..500 {
-        let out = sqs
-            .receive_message()
-            .queue_url(queue.as_str())
-            .max_number_of_messages(10)
-            .visibility_timeout(60)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .unwrap();
-        let batch = out.messages.unwrap_or_default();
+        let batch = receive_batch(sqs, queue, 60).await;
         if batch.is_empty() {
             break;
         }
@@ -215,39 +221,54 @@ pub async fn drain(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> Vec<Message> 
     all
 }
 
+/// Deletes received messages (at most ten) in one call.
+pub async fn delete_received(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl, messages: &[Message]) {
+    let entries = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle().unwrap())
+                .build()
+                .unwrap()
+        })
+        .collect();
+    sqs.delete_message_batch().queue_url(queue.as_str()).set_entries(Some(entries)).send().await.unwrap();
+}
+
 /// Every message now in the queue, deleted as received (for counts where a redelivery of a
 /// slow drain must not be mistaken for a duplicate).
 pub async fn take_all(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> Vec<Message> {
     let mut all = Vec::new();
     loop {
-        let out = sqs
-            .receive_message()
-            .queue_url(queue.as_str())
-            .max_number_of_messages(10)
-            .visibility_timeout(300)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .unwrap();
-        let batch = out.messages.unwrap_or_default();
+        let batch = receive_batch(sqs, queue, 300).await;
         if batch.is_empty() {
             break;
         }
-        let entries = batch
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle().unwrap())
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        sqs.delete_message_batch().queue_url(queue.as_str()).set_entries(Some(entries)).send().await.unwrap();
+        delete_received(sqs, queue, &batch).await;
         all.extend(batch);
     }
     all
+}
+
+/// A table of the entitlement mirror's layout (pk + sk), on-demand.
+pub async fn create_mirror_table(ddb: &aws_sdk_dynamodb::Client) -> TableName {
+    let name = unique("mirror");
+    let key = |n: &str| {
+        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().unwrap()
+    };
+    ddb.create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(key("pk"))
+        .attribute_definitions(key("sk"))
+        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build().unwrap())
+        .send()
+        .await
+        .expect("create mirror table");
+    TableName::parse(&name).unwrap()
 }
 
 pub fn attr<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
