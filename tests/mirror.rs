@@ -8,9 +8,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use common::runtime_api::{FunctionProcess, RuntimeApi, binary};
 use common::*;
 use proptest::prelude::*;
@@ -19,25 +17,6 @@ use stigg_webhooks::config::TableName;
 use stigg_webhooks::event::StiggEvent;
 use stigg_webhooks::handler::Handler;
 use stigg_webhooks::mirror::{Mirror, MirrorHandler, MirrorStore};
-
-/// A mirror table of the documented layout (pk + sk).
-async fn create_mirror_table(ddb: &aws_sdk_dynamodb::Client) -> TableName {
-    let name = unique("mirror");
-    let key = |n: &str| {
-        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().unwrap()
-    };
-    ddb.create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(key("pk"))
-        .attribute_definitions(key("sk"))
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
-        .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build().unwrap())
-        .send()
-        .await
-        .expect("create mirror table");
-    TableName::parse(&name).unwrap()
-}
 
 fn iso(ms: i64) -> String {
     stigg_webhooks::metrics::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64))
