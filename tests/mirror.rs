@@ -374,3 +374,39 @@ async fn the_processor_binary_keeps_the_documented_layout_and_two_processes_end_
     assert!(access.has_access && access.remaining == Some(95.0), "{access:?}");
     assert!(!mirror.check("cust-race", Some("res-1"), "f0", 96.0).await.unwrap().has_access);
 }
+
+/// The first attempt of an event did its first write and then failed (a throttle, a timeout):
+/// its redelivery must finish the job, not count as stale.
+#[tokio::test]
+async fn a_redelivered_deletion_or_snapshot_finishes_what_the_failed_attempt_started() {
+    let ddb = aws_sdk_dynamodb::Client::new(&admin_config_for(&ddb_endpoint()).await);
+    let table = create_mirror_table(&ddb).await;
+    let handler = MirrorHandler::new(MirrorStore::new(ddb.clone(), table.clone()));
+    let mirror = Mirror::new(ddb.clone(), table.clone()).consistent(true);
+    let tombstone = |customer: &str, t: i64| {
+        ddb.put_item()
+            .table_name(table.as_str())
+            .item("pk", AttributeValue::S(format!("customer#{customer}")))
+            .item("sk", AttributeValue::S("tombstone".into()))
+            .item("deletedAt", AttributeValue::N(t.to_string()))
+            .send()
+    };
+    // A deletion whose tombstone was written but whose sweep failed.
+    handler.handle(&StiggEvent::parse(&snapshot_event("c-del", Some("r"), T0, &[(0, 1.0)])).unwrap()).await.unwrap();
+    tombstone("c-del", T0 + 1000).await.unwrap();
+    handler.handle(&StiggEvent::parse(&deletion_event("c-del", T0 + 1000)).unwrap()).await.unwrap();
+    assert!(mirror.entitlements("c-del", Some("r")).await.unwrap().is_none(), "the retried deletion swept");
+
+    // An older snapshot written for a customer deleted meanwhile, whose read-back failed.
+    tombstone("c-snap", T0 + 5000).await.unwrap();
+    let body = snapshot_event("c-snap", None, T0, &[(0, 1.0)]);
+    let write = stigg_webhooks::mirror::SnapshotWrite::from_event(&StiggEvent::parse(&body).unwrap()).unwrap();
+    let mut put = ddb.put_item().table_name(table.as_str());
+    for (k, v) in write.item(0) {
+        put = put.item(k, v);
+    }
+    put.send().await.unwrap();
+    assert!(mirror.entitlements("c-snap", None).await.unwrap().is_some(), "the half-done first attempt");
+    handler.handle(&StiggEvent::parse(&body).unwrap()).await.unwrap();
+    assert!(mirror.entitlements("c-snap", None).await.unwrap().is_none(), "the redelivery saw the deletion");
+}

@@ -192,12 +192,12 @@ impl Bridge {
             if left < margin + Duration::from_secs(1) {
                 break Ok(());
             }
-            // Whole seconds (SQS's unit), never past the margin.
+            // Whole seconds (SQS's unit), never past the margin; the whole call (credentials
+            // included) also ends by the margin, so a forward and a delete still fit after it.
             let wait = self.wait.min(left - margin - Duration::from_secs(1));
             let wait = Duration::from_secs(wait.as_secs());
             report.polls += 1;
-            let messages = match self.source.receive(wait, self.identity_allowance, left - Duration::from_secs(1)).await
-            {
+            let messages = match self.source.receive(wait, self.identity_allowance, left - margin).await {
                 Ok(messages) => messages,
                 Err(e) => break Err(BridgeError::from_receive(e)),
             };

@@ -31,6 +31,15 @@ pub enum MirrorError {
     /// The event lacks what the mirror needs (a customer id, a parseable time): it never will.
     #[error("cannot mirror this event: {0}")]
     Malformed(String),
+    /// DynamoDB refused the request itself (a `ValidationException`, such as an item grown past
+    /// 400 KB with its usage attributes): it will refuse it again.
+    #[error("DynamoDB {operation} on the mirror table was refused: {detail}")]
+    Refused {
+        operation: &'static str,
+        detail: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A snapshot over DynamoDB's 400 KB item limit.
     #[error("the snapshot is {bytes} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte item limit")]
     TooLarge { bytes: usize },
@@ -39,10 +48,14 @@ pub enum MirrorError {
 impl MirrorError {
     fn dynamo<E, R>(operation: &'static str, e: SdkError<E, R>) -> Self
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        Self::Dynamo { operation, detail: DisplayErrorContext(&e).to_string(), source: Box::new(e) }
+        let detail = DisplayErrorContext(&e).to_string();
+        if e.as_service_error().and_then(|se| se.code()) == Some("ValidationException") {
+            return Self::Refused { operation, detail, source: Box::new(e) };
+        }
+        Self::Dynamo { operation, detail, source: Box::new(e) }
     }
 }
 
@@ -50,7 +63,9 @@ impl From<MirrorError> for HandlerError {
     fn from(e: MirrorError) -> Self {
         match e {
             MirrorError::Dynamo { .. } => HandlerError::retryable(e),
-            MirrorError::Malformed(_) | MirrorError::TooLarge { .. } => HandlerError::permanent(e),
+            MirrorError::Malformed(_) | MirrorError::TooLarge { .. } | MirrorError::Refused { .. } => {
+                HandlerError::permanent(e)
+            }
         }
     }
 }
@@ -282,7 +297,10 @@ impl MirrorStore {
         }
         let mut set = Vec::new();
         let mut names = HashMap::new();
-        let mut values = HashMap::from([(":t".to_owned(), n(snapshot.at_ms))]);
+        // `:m`: the same event again (a redelivery after a failed follow-up) writes again and
+        // re-runs the read-back, instead of counting as stale.
+        let mut values =
+            HashMap::from([(":t".to_owned(), n(snapshot.at_ms)), (":m".to_owned(), s(&snapshot.message_id))]);
         for (i, (name, value)) in item.into_iter().filter(|(k, _)| k != "pk" && k != "sk").enumerate() {
             set.push(format!("#a{i} = :a{i}"));
             names.insert(format!("#a{i}"), name);
@@ -293,7 +311,8 @@ impl MirrorStore {
             .update(&snapshot.customer, snapshot.resource.as_deref())
             .update_expression(format!("SET {} REMOVE deletedAt", set.join(", ")))
             .condition_expression(
-                "(attribute_not_exists(entitlementsUpdatedAt) OR entitlementsUpdatedAt < :t) \
+                "(attribute_not_exists(entitlementsUpdatedAt) OR entitlementsUpdatedAt < :t \
+                  OR (entitlementsUpdatedAt = :t AND messageId = :m)) \
                  AND (attribute_not_exists(deletedAt) OR deletedAt < :t)",
             )
             .set_expression_attribute_names(Some(names))
@@ -317,7 +336,8 @@ impl MirrorStore {
             .await?;
             return Ok(WriteOutcome::AfterDeletion);
         }
-        for (feature, current, at) in usages.into_iter().filter(|(_, _, at)| *at > snapshot.at_ms) {
+        // "Not older than the snapshot": a usage event of the same millisecond applies too.
+        for (feature, current, at) in usages.into_iter().filter(|(_, _, at)| *at >= snapshot.at_ms) {
             let result = self
                 .update(&snapshot.customer, snapshot.resource.as_deref())
                 .update_expression("SET features.#f.currentUsage = :u, features.#f.usageUpdatedAt = :at")
@@ -428,7 +448,9 @@ impl MirrorStore {
     ) -> Result<bool, MirrorError> {
         let condition = match only_at {
             Some(_) => "entitlementsUpdatedAt = :at",
-            None => "attribute_exists(entitlementsUpdatedAt) AND entitlementsUpdatedAt < :t",
+            // A deletion wins a tie with a snapshot of the same millisecond (as the write's
+            // `deletedAt < :t` does).
+            None => "attribute_exists(entitlementsUpdatedAt) AND entitlementsUpdatedAt <= :t",
         };
         let mut request = self
             .update(customer, resource)
@@ -463,49 +485,62 @@ impl MirrorStore {
             ("at".to_owned(), n(at_ms)),
         ]));
         let newer_usage = "(attribute_not_exists(#usage) OR #usage.#at < :t)";
-        let result = self
-            .update(customer, resource)
-            .update_expression("SET #usage = :usage, features.#f.currentUsage = :u, features.#f.usageUpdatedAt = :t")
-            .condition_expression(format!(
-                "attribute_exists(features.#f) AND entitlementsUpdatedAt <= :t AND {newer_usage}"
-            ))
-            .expression_attribute_names("#usage", &usage_attr)
-            .expression_attribute_names("#f", feature)
-            .expression_attribute_names("#at", "at")
-            .expression_attribute_values(":usage", usage.clone())
-            .expression_attribute_values(":u", current)
-            .expression_attribute_values(":t", n(at_ms))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let old = match result {
-            Ok(_) => return Ok(WriteOutcome::Written),
-            Err(e) => conditional_failure_item(e)?,
-        };
-        let snapshot_at =
-            old.get("entitlementsUpdatedAt").and_then(|v| v.as_n().ok()).and_then(|t| t.parse::<i64>().ok());
-        let usage_at = old.get(&usage_attr).and_then(usage_value).map(|(_, at)| at);
-        if snapshot_at.is_some_and(|t| t > at_ms) || usage_at.is_some_and(|t| t >= at_ms) {
-            return Ok(WriteOutcome::Stale);
+        // A snapshot can land between the two writes below; then the second one's condition
+        // fails and the first is tried again, so the usage reaches `features` too.
+        for _ in 0..3 {
+            let result = self
+                .update(customer, resource)
+                .update_expression(
+                    "SET #usage = :usage, features.#f.currentUsage = :u, features.#f.usageUpdatedAt = :t",
+                )
+                .condition_expression(format!(
+                    "attribute_exists(features.#f) AND entitlementsUpdatedAt <= :t AND {newer_usage}"
+                ))
+                .expression_attribute_names("#usage", &usage_attr)
+                .expression_attribute_names("#f", feature)
+                .expression_attribute_names("#at", "at")
+                .expression_attribute_values(":usage", usage.clone())
+                .expression_attribute_values(":u", current.clone())
+                .expression_attribute_values(":t", n(at_ms))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            let old = match result {
+                Ok(_) => return Ok(WriteOutcome::Written),
+                Err(e) => conditional_failure_item(e)?,
+            };
+            let snapshot_at =
+                old.get("entitlementsUpdatedAt").and_then(|v| v.as_n().ok()).and_then(|t| t.parse::<i64>().ok());
+            let usage_at = old.get(&usage_attr).and_then(usage_value).map(|(_, at)| at);
+            if snapshot_at.is_some_and(|t| t > at_ms) || usage_at.is_some_and(|t| t >= at_ms) {
+                return Ok(WriteOutcome::Stale);
+            }
+            // No snapshot yet, or one without this feature: keep the usage for a later snapshot.
+            let result = self
+                .update(customer, resource)
+                .update_expression("SET #usage = :usage")
+                .condition_expression(format!(
+                    "(attribute_not_exists(entitlementsUpdatedAt) OR entitlementsUpdatedAt <= :t) \
+                     AND attribute_not_exists(features.#f) AND {newer_usage}"
+                ))
+                .expression_attribute_names("#usage", &usage_attr)
+                .expression_attribute_names("#f", feature)
+                .expression_attribute_names("#at", "at")
+                .expression_attribute_values(":usage", usage.clone())
+                .expression_attribute_values(":t", n(at_ms))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(WriteOutcome::UsageOnly),
+                Err(e) if is_conditional_failure(&e) => continue,
+                Err(e) => return Err(MirrorError::dynamo("UpdateItem", e)),
+            }
         }
-        // No snapshot yet, or one without this feature: keep the usage for a later snapshot.
-        let result = self
-            .update(customer, resource)
-            .update_expression("SET #usage = :usage")
-            .condition_expression(format!(
-                "(attribute_not_exists(entitlementsUpdatedAt) OR entitlementsUpdatedAt <= :t) AND {newer_usage}"
-            ))
-            .expression_attribute_names("#usage", &usage_attr)
-            .expression_attribute_names("#at", "at")
-            .expression_attribute_values(":usage", usage)
-            .expression_attribute_values(":t", n(at_ms))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(WriteOutcome::UsageOnly),
-            Err(e) if is_conditional_failure(&e) => Ok(WriteOutcome::Stale),
-            Err(e) => Err(MirrorError::dynamo("UpdateItem", e)),
-        }
+        Err(MirrorError::Dynamo {
+            operation: "UpdateItem",
+            detail: "the item kept changing under a usage update".into(),
+            source: "contended".into(),
+        })
     }
 
     /// `customer.deleted` at `at_ms`: the tombstone, then the snapshot of every item of the
@@ -529,7 +564,8 @@ impl MirrorStore {
             .item("deletedAtIso", s(at_iso))
             .item("messageId", s(message_id))
             .item("schemaVersion", n(SCHEMA_VERSION))
-            .condition_expression("attribute_not_exists(deletedAt) OR deletedAt < :t")
+            // Equal: the same deletion again (a retry after a failed sweep) sweeps again.
+            .condition_expression("attribute_not_exists(deletedAt) OR deletedAt <= :t")
             .expression_attribute_values(":t", n(at_ms))
             .send()
             .await;
