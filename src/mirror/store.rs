@@ -651,18 +651,23 @@ impl Mirror {
         self
     }
 
-    /// The customer's (or resource's) entitlements; `None` when none are mirrored.
-    pub async fn entitlements(&self, customer: &str, resource: Option<&str>) -> Result<Option<Snapshot>, MirrorError> {
-        let out = self
-            .client
+    /// A GetItem of one customer's (or resource's) item, at this reader's consistency.
+    fn get(
+        &self,
+        customer: &str,
+        resource: Option<&str>,
+    ) -> aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder {
+        self.client
             .get_item()
             .table_name(self.table.as_str())
             .key("pk", s(partition_key(customer)))
             .key("sk", s(sort_key(resource)))
             .consistent_read(self.consistent)
-            .send()
-            .await
-            .map_err(|e| MirrorError::dynamo("GetItem", e))?;
+    }
+
+    /// The customer's (or resource's) entitlements; `None` when none are mirrored.
+    pub async fn entitlements(&self, customer: &str, resource: Option<&str>) -> Result<Option<Snapshot>, MirrorError> {
+        let out = self.get(customer, resource).send().await.map_err(|e| MirrorError::dynamo("GetItem", e))?;
         Ok(out.item.as_ref().and_then(snapshot_from_item))
     }
 
@@ -677,12 +682,7 @@ impl Mirror {
         requested_usage: f64,
     ) -> Result<Access, MirrorError> {
         let out = self
-            .client
-            .get_item()
-            .table_name(self.table.as_str())
-            .key("pk", s(partition_key(customer)))
-            .key("sk", s(sort_key(resource)))
-            .consistent_read(self.consistent)
+            .get(customer, resource)
             .projection_expression("customerId, resourceId, entitlementsUpdatedAt, messageId, features.#f")
             .expression_attribute_names("#f", feature_id)
             .send()
