@@ -144,7 +144,7 @@ async fn a_thousand_messages_are_drained_with_none_lost_or_duplicated() {
     assert!(stigg.guard.refused().is_empty(), "{:?}", stigg.guard.refused());
     assert_eq!(stigg.edge.requests(), 1, "one credentials fetch for the whole drain");
     assert_eq!(stigg.edge.durations(), ["900"], "STIGG_CREDENTIALS_SECONDS is what is asked for");
-    let lines = run.bridge.lines();
+    let lines = run.bridge.settled_lines().await;
     assert_eq!(emf_sum(&lines, "BridgeMessages", Some(("Outcome", "forwarded"))), 1000.0);
     assert_eq!(emf_sum(&lines, "EdgeCredentialFetches", Some(("Outcome", "fetched"))), 1.0);
     assert!(emf_sum(&lines, "BridgePolls", Some(("Outcome", "empty"))) >= 1.0);
@@ -191,7 +191,7 @@ async fn a_refused_api_key_fails_the_invocation_says_so_and_leaves_every_message
     assert!(error.contains("cannot read this queue"), "{error}");
     assert_eq!(stigg.depth().await, 2, "nothing received, nothing deleted");
     assert!(res.drain().await.is_empty());
-    let lines = run.bridge.lines();
+    let lines = run.bridge.settled_lines().await;
     assert_eq!(emf_sum(&lines, "EdgeCredentialFetches", Some(("Outcome", "refused"))), 1.0);
     assert!(run.bridge.count_message("Stigg refused the API key") >= 1, "{lines:#?}");
     assert!(!lines.iter().any(|l| l.contains("a-key-of-another-environment")), "the key is never logged");
@@ -229,7 +229,7 @@ async fn an_edge_api_outage_is_retried_with_backoff_within_the_invocation() {
     let report = run.invoke().await.expect("the fourth attempt succeeds");
     assert_eq!(report["forwarded"], 1);
     assert_eq!(stigg.edge.requests(), 4);
-    assert_eq!(emf_sum(&run.bridge.lines(), "EdgeCredentialFetches", Some(("Outcome", "retried"))), 3.0);
+    assert_eq!(emf_sum(&run.bridge.settled_lines().await, "EdgeCredentialFetches", Some(("Outcome", "retried"))), 3.0);
 
     // An outage longer than the retry budget: an error, and the message stays in Stigg's queue.
     let stigg = StiggSide::start(Duration::from_secs(900)).await;
@@ -239,7 +239,7 @@ async fn an_edge_api_outage_is_retried_with_backoff_within_the_invocation() {
     let error = run.invoke().await.expect_err("no credentials within the budget");
     assert!(error.contains("unavailable"), "{error}");
     assert_eq!(stigg.depth().await, 1);
-    assert_eq!(emf_sum(&run.bridge.lines(), "EdgeCredentialFetches", Some(("Outcome", "failed"))), 1.0);
+    assert_eq!(emf_sum(&run.bridge.settled_lines().await, "EdgeCredentialFetches", Some(("Outcome", "failed"))), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +252,7 @@ async fn when_our_queue_refuses_sends_nothing_is_deleted_from_stiggs_queue() {
     assert!(error.contains("forwarding to our events queue failed"), "{error}");
     assert_eq!(stigg.guard.admitted("AmazonSQS.DeleteMessageBatch"), 0, "no delete was even attempted");
     assert_eq!(stigg.depth().await, 3, "all three wait out the visibility timeout in Stigg's queue");
-    assert_eq!(emf_sum(&run.bridge.lines(), "BridgeMessages", Some(("Outcome", "forward_failed"))), 3.0);
+    assert_eq!(emf_sum(&run.bridge.settled_lines().await, "BridgeMessages", Some(("Outcome", "forward_failed"))), 3.0);
 }
 
 /// Counts handler runs per key.

@@ -37,7 +37,7 @@ async fn the_documented_answer_becomes_uptime_per_component_and_an_open_incident
     let answer = invoke(&api).await;
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(answer["active_incidents"], 1);
-    let lines = process.lines();
+    let lines = process.settled_lines().await;
     assert_eq!(uptime(&lines, "API"), 99.93);
     assert_eq!(uptime(&lines, "Edge API"), 100.0);
     assert_eq!(uptime(&lines, "Infrastructure"), 100.0);
@@ -71,7 +71,7 @@ async fn changed_shapes_errors_and_unknown_components_are_counted_never_a_crash(
         let answer = invoke(&api).await;
         assert_eq!(answer["ok"], *read, "{status} {}: {answer}", String::from_utf8_lossy(body));
     }
-    let lines = process.lines();
+    let lines = process.settled_lines().await;
     assert_eq!(emf_sum(&lines, "StiggStatusProbeFailures", None), 3.0);
     assert!(emf_sum(&lines, "StiggStatusAnomalies", Some(("Kind", "shape"))) >= 2.0);
     assert_eq!(emf_sum(&lines, "StiggStatusAnomalies", Some(("Kind", "unknown_component"))), 1.0);

@@ -293,6 +293,21 @@ impl FunctionProcess {
         self.output.lock().unwrap().clone()
     }
 
+    /// The output once it has stopped growing for 200 ms (at most 5 s): what a process printed
+    /// before answering an invocation can still be in its pipe when the answer arrives.
+    pub async fn settled_lines(&self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = self.output.lock().unwrap().len();
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = self.output.lock().unwrap().len();
+            if now == seen || Instant::now() > deadline {
+                return self.lines();
+            }
+            seen = now;
+        }
+    }
+
     /// Lines whose JSON `fields.message` (or text) is `message`.
     pub fn count_message(&self, message: &str) -> usize {
         self.lines()
