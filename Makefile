@@ -9,7 +9,7 @@ EVENT ?= events/stigg/subscription.created.json
 DEV_ENV := .local/dev/env
 DEV := cargo run -q --example stigg-dev --
 
-.PHONY: help tools test test-unit test-faults test-ddb-local bench bench-mirror profile fuzz build lint fmt clean dev send send-durable stigg-status mirror poison redrive deploy logs
+.PHONY: help tools test test-unit test-faults test-ddb-local bench bench-peers bench-mirror profile fuzz build lint fmt clean dev send send-durable stigg-status mirror poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,10 +37,25 @@ test-ddb-local: tools ## Claim-protocol tests against AWS's DynamoDB Local (npm,
 fuzz: ## Fuzz request parsing and key derivation (nightly + cargo-fuzz): FUZZ_SECONDS=600 per target
 	scripts/fuzz.sh "" $${FUZZ_SECONDS:-600}
 
-bench: tools ## Release binaries under a local Runtime API against moto; writes BENCHMARKS.md
+PEERS := benches/peers
+
+$(PEERS)/python/.venv/.installed: $(PEERS)/python/requirements.txt
+	$(PYTHON) -m venv $(PEERS)/python/.venv
+	$(PEERS)/python/.venv/bin/pip install --quiet --upgrade pip
+	$(PEERS)/python/.venv/bin/pip install --quiet -r $(PEERS)/python/requirements.txt
+	touch $@
+
+$(PEERS)/node/node_modules/.installed: $(PEERS)/node/package-lock.json
+	cd $(PEERS)/node && npm ci --no-audit --no-fund --silent
+	touch $@
+
+bench-peers: $(PEERS)/python/.venv/.installed $(PEERS)/node/node_modules/.installed ## Set up the Python and Node peers the bench compares with (pip venv, npm ci)
+
+bench: tools bench-peers ## Release binaries under a local Runtime API against moto, side by side with the peers (3 runs, ~40 min, root for the CPU caps); writes BENCHMARKS.md
 	cargo build --release --bins
 	mkdir -p target/bench-bin && cp target/release/receiver target/release/processor target/bench-bin/
 	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench stack
+	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench receivers
 	scripts/with-moto.sh cargo bench --bench mirror
 
 bench-mirror: tools ## The entitlement mirror against moto (release): check latency and CPU, calls per event, item sizes; writes its BENCHMARKS.md section

@@ -8,6 +8,8 @@
 #[allow(unused_imports)]
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[allow(dead_code)]
+mod support;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,64 +25,11 @@ use stigg_webhooks::processor::Processor;
 use stigg_webhooks::queue::EventQueue;
 use stigg_webhooks::receiver::Receiver;
 use stigg_webhooks::secrets::SecretSet;
+use support::{cpu_model, cpu_ns, keep_alive_front, median, ms, percentile, prices, run, status_kb, us};
 
 const SECRET: &str = "bench-secret-0123456789abcdef";
 const COLD_STARTS: usize = 25;
 const WARM_EVENTS: usize = 1000;
-
-/// Public list prices used for the cost model (us-east-1). This machine has no internet, so they
-/// are written down with the date they were last checked, not fetched.
-mod prices {
-    pub const CHECKED: &str =
-        "AWS public pricing pages, us-east-1, as of 2026-11 (unchanged since the Nov 2024 DynamoDB on-demand cut)";
-    /// Lambda arm64: per GB-second, and per request.
-    pub const LAMBDA_ARM_GB_S: f64 = 0.000_013_333_4;
-    pub const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
-    /// DynamoDB on-demand: per write request unit (items < 1 KB: one WRU per write).
-    pub const DDB_WRU: f64 = 0.625 / 1e6;
-    /// SQS standard queue: per request (64 KB chunk).
-    pub const SQS_REQUEST: f64 = 0.40 / 1e6;
-    /// CloudWatch Logs ingestion, per GB.
-    pub const LOGS_GB: f64 = 0.50;
-}
-
-/// A keep-alive HTTP/1.1 front for moto. moto's server (werkzeug) closes the connection after
-/// every response, which AWS endpoints do not: without this front each SDK request would pay a
-/// TCP connect, a resolver hop and a new hyper connection task, and the CPU figures would
-/// measure moto rather than the functions. The front runs in this process, so its own CPU is
-/// not counted against the functions.
-async fn keep_alive_front(upstream: String) -> String {
-    use hyper::body::Incoming;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            // Without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to every reused connection.
-            let _ = stream.set_nodelay(true);
-            let (client, upstream) = (client.clone(), upstream.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                    let client = client.clone();
-                    let path = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
-                    *req.uri_mut() = format!("{upstream}{path}").parse().unwrap();
-                    async move {
-                        // moto answers `Connection: close`; a keep-alive endpoint would not say so.
-                        let mut response = client.request(req).await?;
-                        response.headers_mut().remove(hyper::header::CONNECTION);
-                        Ok::<_, hyper_util::client::legacy::Error>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
 
 fn receiver_env(res: &Bench) -> Vec<(&'static str, String)> {
     vec![
@@ -134,44 +83,8 @@ fn function_url_event(body: &str) -> Value {
     function_url_post(SECRET, body)
 }
 
-/// CPU time (user + system) of a process, all threads, from the scheduler's ns counters.
-fn cpu_ns(pid: u32) -> u64 {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
-        if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
-            total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        }
-    }
-    total
-}
-
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap()))
-        .unwrap()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
 fn plural(n: usize, noun: &str) -> String {
     if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
-}
-
-fn us(ns: f64) -> String {
-    format!("{:.0} µs", ns / 1e3)
 }
 
 async fn wait_first_poll(api: &RuntimeApi) -> Instant {
@@ -237,15 +150,6 @@ fn size(path: &Path) -> Option<u64> {
 
 fn mb(bytes: u64) -> String {
     format!("{:.2} MB", bytes as f64 / 1e6)
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "?".into())
 }
 
 /// Wire requests per operation for one new event, one late duplicate, and one processed event,
@@ -318,7 +222,7 @@ async fn main() {
     let bench = Bench {
         table: res.table.as_str().to_owned(),
         queue: res.queue.clone(),
-        front: keep_alive_front(endpoint()).await,
+        front: keep_alive_front(endpoint()).await.0,
     };
     let renv = receiver_env(&bench);
     let penv = processor_env(&bench, &dlq);
@@ -447,11 +351,7 @@ struct Report {
 }
 
 fn render(r: Report) -> String {
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
-        .unwrap_or_else(|| "?".into());
+    let cpu_model = cpu_model();
     let rinit = median(r.rcold.init.clone());
     let rfirst = median(r.rcold.first_invocation.clone());
     let pinit = median(r.pcold.init.clone());

@@ -32,10 +32,16 @@ pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
 
 /// Loads the SDK configuration from the standard chain (`AWS_REGION`, credentials,
 /// `AWS_ENDPOINT_URL[_SERVICE]`).
+///
+/// Stalled-stream protection is off: it fails a transfer that stays under its minimum
+/// throughput for a grace period (20 s by default), and [`timeouts`] ends every attempt at 2 s,
+/// so it could never fire first; it only added a throughput monitor and its timers to both
+/// bodies of every request.
 pub async fn load_sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client())
         .timeout_config(timeouts())
+        .stalled_stream_protection(aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .load()
         .await

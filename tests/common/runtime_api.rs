@@ -243,16 +243,24 @@ pub struct FunctionProcess {
 impl FunctionProcess {
     /// Starts `binary` with Lambda's environment plus `env`.
     pub fn spawn(binary: &Path, api: &RuntimeApi, env: &[(&str, String)]) -> Self {
-        let mut cmd = Command::new(binary);
+        let name = binary.file_name().unwrap().to_string_lossy().into_owned();
+        Self::spawn_command(Command::new(binary), &name, api, env)
+    }
+
+    /// Starts `cmd` (any Lambda runtime: a binary, `python -m awslambdaric …`, `node …`) as
+    /// function `name` with Lambda's environment plus `env`.
+    pub fn spawn_command(mut cmd: Command, name: &str, api: &RuntimeApi, env: &[(&str, String)]) -> Self {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", api.address())
-            .env("AWS_LAMBDA_FUNCTION_NAME", binary.file_name().unwrap())
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "test-stream")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/test")
             .env("AWS_REGION", "us-east-1")
+            // Lambda sets both; boto3 reads only this one.
+            .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_LAMBDA_LOG_FORMAT", "json")
