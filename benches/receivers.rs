@@ -401,12 +401,16 @@ struct PassSpec<'a> {
 /// events and (if `duplicates`) the same `n` again as late duplicates, all participants in turn.
 async fn warm_pass(
     code: &Code,
-    targets: &[Target],
+    admin: &Admin,
+    targets: &mut [Target],
     floor: &Floor,
     template: &Value,
     spec: PassSpec<'_>,
 ) -> BTreeMap<Who, Pass> {
     let PassSpec { tag, n, duplicates, cap_mb } = spec;
+    // Every pass starts on empty tables and queues (see `Admin`).
+    admin.renew(targets).await;
+    let targets = &*targets;
     let mut live = Vec::new();
     for t in targets.iter().filter(|t| t.who != Who::Floor) {
         live.push(Live::start(code, t).await.0);
@@ -635,10 +639,10 @@ async fn main() {
         eprintln!("run {r}/{runs}: {cold_n} cold starts each ({:.0} s so far)", started.elapsed().as_secs_f64());
         let cold = cold_starts(&code, &targets, &template, &tag, cold_n).await;
         eprintln!("run {r}/{runs}: warm, {events} new events + {events} late duplicates each");
-        admin.renew(&mut targets).await;
         let warm = warm_pass(
             &code,
-            &targets,
+            &admin,
+            &mut targets,
             &floor,
             &template,
             PassSpec { tag: &format!("{tag}-w"), n: events, duplicates: true, cap_mb: None },
@@ -647,11 +651,11 @@ async fn main() {
         let (mut capped, mut capped256) = (None, None);
         if can_cap {
             eprintln!("run {r}/{runs}: the same, capped to a 128 MB Lambda's CPU share");
-            admin.renew(&mut targets).await;
             capped = Some(
                 warm_pass(
                     &code,
-                    &targets,
+                    &admin,
+                    &mut targets,
                     &floor,
                     &template,
                     PassSpec { tag: &format!("{tag}-c"), n: events, duplicates: true, cap_mb: Some(128) },
@@ -659,11 +663,11 @@ async fn main() {
                 .await,
             );
             eprintln!("run {r}/{runs}: {events256} new events each at a 256 MB Lambda's CPU share");
-            admin.renew(&mut targets).await;
             capped256 = Some(
                 warm_pass(
                     &code,
-                    &targets,
+                    &admin,
+                    &mut targets,
                     &floor,
                     &template,
                     PassSpec { tag: &format!("{tag}-c256"), n: events256, duplicates: false, cap_mb: Some(256) },
