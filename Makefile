@@ -51,9 +51,12 @@ $(PEERS)/node/node_modules/.installed: $(PEERS)/node/package-lock.json
 
 bench-peers: $(PEERS)/python/.venv/.installed $(PEERS)/node/node_modules/.installed ## Set up the Python and Node peers the bench compares with (pip venv, npm ci)
 
-bench: tools bench-peers ## Release binaries under a local Runtime API against moto, side by side with the peers (3 runs, ~40 min, root for the CPU caps); writes BENCHMARKS.md
+bench: tools bench-peers ## Release binaries under a local Runtime API against moto, side by side with the peers (3 runs, ~50 min, root for the CPU caps); writes BENCHMARKS.md
 	cargo build --release --bins
 	mkdir -p target/bench-bin && cp target/release/receiver target/release/processor target/bench-bin/
+	# A build of its own: an example pulls in the dev-dependencies' features, which must not reach the binaries measured.
+	cargo build --release --example sdk-floor
+	cp target/release/examples/sdk-floor target/bench-bin/
 	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench stack
 	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench receivers
 	scripts/with-moto.sh cargo bench --bench mirror

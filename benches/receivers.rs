@@ -53,18 +53,24 @@ enum Who {
     Ours,
     /// Another build of our receiver (`BENCH_BASELINE_DIR`), for A/B rows.
     Baseline,
+    /// `examples/sdk-floor.rs`: a Rust Lambda on the same runtime and SDK set-up that makes the
+    /// three calls and nothing else, to show what the SDK and the runtime cost before any of our
+    /// code runs.
+    SdkOnly,
     Python,
     Node,
     Floor,
 }
 
-const FUNCTIONS: [Who; 4] = [Who::Ours, Who::Baseline, Who::Python, Who::Node];
+const FUNCTIONS: [Who; 5] = [Who::Ours, Who::Baseline, Who::SdkOnly, Who::Python, Who::Node];
+const PEERS: [Who; 2] = [Who::Python, Who::Node];
 
 impl Who {
     fn label(self) -> &'static str {
         match self {
             Who::Ours => "ours (Rust)",
             Who::Baseline => "ours, baseline build",
+            Who::SdkOnly => "Rust, SDK calls only",
             Who::Python => "Python peer",
             Who::Node => "Node peer",
             Who::Floor => "moto floor",
@@ -74,6 +80,7 @@ impl Who {
         match self {
             Who::Ours => "rust",
             Who::Baseline => "base",
+            Who::SdkOnly => "sdk",
             Who::Python => "py",
             Who::Node => "node",
             Who::Floor => "floor",
@@ -87,6 +94,8 @@ struct Code {
     processor: PathBuf,
     peers: PathBuf,
     baseline: Option<PathBuf>,
+    /// The SDK-only function (`examples/sdk-floor.rs`), when built.
+    sdk_only: Option<PathBuf>,
     /// `BENCH_PEERS=0` leaves the peers out (quick A/B runs of our own builds).
     with_peers: bool,
 }
@@ -97,6 +106,9 @@ impl Code {
         let mut v = vec![Who::Ours];
         if self.baseline.is_some() {
             v.push(Who::Baseline);
+        }
+        if self.sdk_only.is_some() {
+            v.push(Who::SdkOnly);
         }
         if self.with_peers {
             v.extend([Who::Python, Who::Node]);
@@ -111,6 +123,7 @@ impl Code {
         match who {
             Who::Ours => Command::new(&self.receiver),
             Who::Baseline => Command::new(self.baseline.as_ref().expect("BENCH_BASELINE_DIR").join("receiver")),
+            Who::SdkOnly => Command::new(self.sdk_only.as_ref().expect("the sdk-floor example")),
             Who::Python => {
                 let mut c = Command::new(self.peers.join("python/.venv/bin/python"));
                 c.args(["-m", "awslambdaric", "receiver.handler"]).current_dir(self.peers.join("python"));
@@ -594,6 +607,8 @@ async fn main() {
         processor: bin("processor"),
         peers: std::env::var_os("BENCH_PEERS_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("benches/peers")),
         baseline: std::env::var_os("BENCH_BASELINE_DIR").map(PathBuf::from),
+        sdk_only: Some(bin_dir.as_ref().map_or_else(|| binary("examples/sdk-floor"), |d| d.join("sdk-floor")))
+            .filter(|p| p.exists()),
         with_peers: std::env::var("BENCH_PEERS").map_or(true, |v| v != "0"),
     };
     for (what, p) in [
@@ -606,6 +621,9 @@ async fn main() {
     .filter(|(what, _)| code.with_peers || !what.contains("peer"))
     {
         assert!(p.exists(), "{what}: {} missing", p.display());
+    }
+    if code.sdk_only.is_none() {
+        eprintln!("the sdk-floor example is not built (`make bench` builds it): the SDK-only row is left out");
     }
     let runs = env_usize("BENCH_RUNS", 3);
     let events = env_usize("BENCH_EVENTS", 1000);
@@ -706,6 +724,7 @@ mod plot {
         match who {
             Who::Ours => RGBColor(0xd9, 0x5f, 0x02),
             Who::Baseline => RGBColor(0x99, 0x44, 0x99),
+            Who::SdkOnly => RGBColor(0xe7, 0x29, 0x8a),
             Who::Python => RGBColor(0x1f, 0x77, 0xb4),
             Who::Node => RGBColor(0x2c, 0xa0, 0x2c),
             Who::Floor => RGBColor(0x55, 0x55, 0x55),
@@ -829,6 +848,7 @@ fn render(
     let ok = |pass: bool| if pass { "✅" } else { "❌" };
     let everyone = code.everyone();
     let others: Vec<Who> = everyone.iter().copied().filter(|w| ![Who::Ours, Who::Floor].contains(w)).collect();
+    let peers: Vec<Who> = everyone.iter().copied().filter(|w| PEERS.contains(w)).collect();
     let d = |v: Duration| v.as_secs_f64() * 1e3;
     // A figure of one participant in every run.
     let each = |who: Who, f: &dyn Fn(&RunResult, Who) -> Option<f64>| -> Vec<f64> {
@@ -877,6 +897,16 @@ fn render(
         ),
         run("node", &["--version"]),
     );
+    if everyone.contains(&Who::SdkOnly) {
+        let _ = writeln!(
+            s,
+            "**Rust, SDK calls only** is `examples/sdk-floor.rs`: a function on the same Lambda runtime and SDK set-up as \
+             ours (one thread, the same HTTP client, timeouts and retries) that makes the floor's three calls per event and \
+             nothing else: no secret check, no validation, no logs, no metrics, no `lambda_http`. Its CPU is what the \
+             runtime and the SDK cost before any receiver code runs, so a peer's figure over its figure is the most any \
+             receiver on this SDK can reach.\n"
+        );
+    }
     let _ = writeln!(
         s,
         "- Machine: {}, {} cores, Linux {}; {} runs. Each run: {cold_n} cold starts each (after one discarded), then a warm \
@@ -898,25 +928,44 @@ fn render(
     );
 
     // Targets, run by run.
-    let ratio_runs = |f: &dyn Fn(&RunResult, Who) -> Option<f64>, peer: Who| -> Vec<f64> {
-        results.iter().filter_map(|r| Some(f(r, peer)? / f(r, Who::Ours)?)).collect()
+    let ratio_to = |f: &dyn Fn(&RunResult, Who) -> Option<f64>, peer: Who, base: Who| -> Vec<f64> {
+        results.iter().filter_map(|r| Some(f(r, peer)? / f(r, base)?)).collect()
     };
+    let ratio_runs = |f: &dyn Fn(&RunResult, Who) -> Option<f64>, peer: Who| ratio_to(f, peer, Who::Ours);
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     let list = |v: &[f64], fmt: &dyn Fn(f64) -> String| v.iter().map(|x| fmt(*x)).collect::<Vec<_>>().join(", ");
+    // Two decimals where a ratio is held against 5×: 4.96× is not "5.0×".
+    let x2 = |x: f64| format!("{x:.2}×");
     let _ = writeln!(s, "### Against the targets (every run)\n");
     let _ = writeln!(s, "| target | run by run | |");
     let _ = writeln!(s, "|---|---|---|");
     for (what, new) in [("accepted event", true), ("late duplicate", false)] {
-        for peer in others.iter().copied() {
+        for peer in peers.iter().copied() {
             let r = ratio_runs(&cpu(new), peer);
             let _ = writeln!(
                 s,
                 "| CPU per {what}: ours ≥ 5× below the {} | {} | {} |",
                 peer.label(),
-                list(&r, &f_x),
+                list(&r, &x2),
                 ok(!r.is_empty() && min(&r) >= 5.0)
             );
+        }
+    }
+    // What no receiver on this runtime and SDK can beat: the same ratio for a function that makes
+    // the three calls and nothing else.
+    if everyone.contains(&Who::SdkOnly) {
+        for (what, new) in [("accepted event", true), ("late duplicate", false)] {
+            for peer in peers.iter().copied() {
+                let r = ratio_to(&cpu(new), peer, Who::SdkOnly);
+                let _ = writeln!(
+                    s,
+                    "| for reference, CPU per {what}: the {} ÷ the Rust function that only makes the SDK calls | {} | {} |",
+                    peer.label(),
+                    list(&r, &x2),
+                    if !r.is_empty() && min(&r) >= 5.0 { "≥ 5×" } else { "< 5×" }
+                );
+            }
         }
     }
     let floor_ratio = |q: f64, limit: f64| -> (Vec<f64>, bool) {
@@ -1065,7 +1114,7 @@ fn render(
             let _ = writeln!(s, "|---|---|---|---|");
             let mut totals = BTreeMap::new();
             let mut lines: Vec<(String, Vec<String>)> = Vec::new();
-            for who in FUNCTIONS {
+            for who in FUNCTIONS.into_iter().filter(|w| *w != Who::SdkOnly) {
                 let w = results.first().and_then(|r| r.warm.get(&who));
                 let Some(w) = w else { continue };
                 let rb = billed(c128, who).unwrap_or(f64::NAN);
@@ -1146,7 +1195,7 @@ fn render(
             );
             let _ = writeln!(s, "| receiver | 128 MB: billed, USD | 256 MB: billed, USD | cheaper |");
             let _ = writeln!(s, "|---|---|---|---|");
-            for who in FUNCTIONS {
+            for who in FUNCTIONS.into_iter().filter(|w| *w != Who::SdkOnly) {
                 let (b128, b256) = (billed(c128, who), billed(c256, who));
                 if let (Some(a), Some(b)) = (b128, b256) {
                     let (u128, u256) = (gb_s(a, 128.0), gb_s(b, 256.0));

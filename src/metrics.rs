@@ -46,10 +46,20 @@ pub fn init(function: &'static str) {
 }
 
 /// Writes what was recorded since the last flush (call once per invocation).
+///
+/// The documents are serialized into a buffer first: straight onto `Stdout`, each of
+/// serde_json's many small writes took stdout's lock. Each document still reaches stdout as a
+/// write of its own, one line each, as before: an EMF document must be a log event by itself.
 pub fn flush() {
     if let Some(collector) = COLLECTOR.get() {
         collector.set_property("timestamp", rfc3339(std::time::SystemTime::now()));
-        if let Err(e) = collector.flush(std::io::stdout()) {
+        let mut documents = Vec::with_capacity(1024);
+        let written = collector.flush(&mut documents).and_then(|()| {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            documents.split_inclusive(|b| *b == b'\n').try_for_each(|line| stdout.write_all(line))
+        });
+        if let Err(e) = written {
             tracing::warn!(error = %e, "metrics flush failed");
         }
     }
