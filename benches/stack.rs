@@ -291,6 +291,8 @@ async fn main() {
         assert_eq!(out["batchItemFailures"], json!([]), "{out}");
     }
     let processor_cpu_ns = (cpu_ns(processor.pid()) - cpu0) as f64 / WARM_EVENTS as f64;
+    // The last batch's lines can still be in the pipe when its answer arrives.
+    processor.settled_lines().await;
     assert_eq!(processor.count_message("event processed"), WARM_EVENTS);
     let processor_rss_kb = status_kb(processor.pid(), "VmHWM:");
     drop(processor);
