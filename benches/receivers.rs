@@ -18,10 +18,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_sqs::types::MessageAttributeValue;
 use common::runtime_api::{FunctionProcess, RuntimeApi, binary, function_url_post};
 use common::*;
 use serde_json::{Value, json};
@@ -64,6 +62,8 @@ enum Who {
 
 const FUNCTIONS: [Who; 5] = [Who::Ours, Who::Baseline, Who::SdkOnly, Who::Python, Who::Node];
 const PEERS: [Who; 2] = [Who::Python, Who::Node];
+/// The receivers the cost model prices (the SDK-only function is no receiver).
+const RECEIVERS: [Who; 4] = [Who::Ours, Who::Baseline, Who::Python, Who::Node];
 
 impl Who {
     fn label(self) -> &'static str {
@@ -169,49 +169,17 @@ struct Floor {
 
 impl Floor {
     async fn claim(&self, t: &Target, key: &str) -> bool {
-        let r = self
-            .ddb
-            .put_item()
-            .table_name(&t.table)
-            .item("pk", AttributeValue::S(key.to_owned()))
-            .item("state", AttributeValue::S("in_flight".into()))
-            .item("expires_at", AttributeValue::N(now_s().to_string()))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match r {
-            Ok(_) => true,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => false,
-            Err(e) => panic!("floor PutItem: {e:?}"),
-        }
+        support::floor::claim(&self.ddb, &t.table, key).await.expect("floor PutItem")
     }
 
     async fn new_event(&self, t: &Target, key: &str, body: &str, event_type: &str) {
         assert!(self.claim(t, key).await, "floor key {key} was claimed before");
-        let attr = |v: &str| MessageAttributeValue::builder().data_type("String").string_value(v).build().unwrap();
-        self.sqs
-            .send_message()
-            .queue_url(t.queue.as_str())
-            .message_body(body)
-            .message_attributes("event_type", attr(event_type))
-            .message_attributes("idempotency_key", attr(key))
-            .send()
-            .await
-            .expect("floor SendMessage");
+        support::floor::enqueue(&self.sqs, t.queue.as_str(), body, event_type, key).await.expect("floor SendMessage");
         self.mark(t, key).await;
     }
 
     async fn mark(&self, t: &Target, key: &str) {
-        self.ddb
-            .update_item()
-            .table_name(&t.table)
-            .key("pk", AttributeValue::S(key.to_owned()))
-            .update_expression("SET #s = :q")
-            .expression_attribute_names("#s", "state")
-            .expression_attribute_values(":q", AttributeValue::S("queued".into()))
-            .send()
-            .await
-            .expect("floor UpdateItem");
+        support::floor::mark(&self.ddb, &t.table, key).await.expect("floor UpdateItem");
     }
 }
 
@@ -243,10 +211,6 @@ impl Admin {
             (t.table, t.queue) = self.fresh(t.who).await;
         }
     }
-}
-
-fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// A cgroup v1 CPU group holding one process at `memory_mb`'s share of a CPU. Removed on drop
@@ -657,41 +621,18 @@ async fn main() {
         eprintln!("run {r}/{runs}: {cold_n} cold starts each ({:.0} s so far)", started.elapsed().as_secs_f64());
         let cold = cold_starts(&code, &targets, &template, &tag, cold_n).await;
         eprintln!("run {r}/{runs}: warm, {events} new events + {events} late duplicates each");
-        let warm = warm_pass(
-            &code,
-            &admin,
-            &mut targets,
-            &floor,
-            &template,
-            PassSpec { tag: &format!("{tag}-w"), n: events, duplicates: true, cap_mb: None },
-        )
-        .await;
+        let (warm_tag, capped_tag, capped256_tag) = (format!("{tag}-w"), format!("{tag}-c"), format!("{tag}-c256"));
+        let pass =
+            async |targets: &mut Vec<Target>, spec| warm_pass(&code, &admin, targets, &floor, &template, spec).await;
+        let warm = pass(&mut targets, PassSpec { tag: &warm_tag, n: events, duplicates: true, cap_mb: None }).await;
         let (mut capped, mut capped256) = (None, None);
         if can_cap {
             eprintln!("run {r}/{runs}: the same, capped to a 128 MB Lambda's CPU share");
-            capped = Some(
-                warm_pass(
-                    &code,
-                    &admin,
-                    &mut targets,
-                    &floor,
-                    &template,
-                    PassSpec { tag: &format!("{tag}-c"), n: events, duplicates: true, cap_mb: Some(128) },
-                )
-                .await,
-            );
+            let spec = PassSpec { tag: &capped_tag, n: events, duplicates: true, cap_mb: Some(128) };
+            capped = Some(pass(&mut targets, spec).await);
             eprintln!("run {r}/{runs}: {events256} new events each at a 256 MB Lambda's CPU share");
-            capped256 = Some(
-                warm_pass(
-                    &code,
-                    &admin,
-                    &mut targets,
-                    &floor,
-                    &template,
-                    PassSpec { tag: &format!("{tag}-c256"), n: events256, duplicates: false, cap_mb: Some(256) },
-                )
-                .await,
-            );
+            let spec = PassSpec { tag: &capped256_tag, n: events256, duplicates: false, cap_mb: Some(256) };
+            capped256 = Some(pass(&mut targets, spec).await);
         }
         results.push(RunResult { cold, warm, capped, capped256 });
     }
@@ -940,31 +881,24 @@ fn render(
     let _ = writeln!(s, "### Against the targets (every run)\n");
     let _ = writeln!(s, "| target | run by run | |");
     let _ = writeln!(s, "|---|---|---|");
-    for (what, new) in [("accepted event", true), ("late duplicate", false)] {
-        for peer in peers.iter().copied() {
-            let r = ratio_runs(&cpu(new), peer);
-            let _ = writeln!(
-                s,
-                "| CPU per {what}: ours ≥ 5× below the {} | {} | {} |",
-                peer.label(),
-                list(&r, &x2),
-                ok(!r.is_empty() && min(&r) >= 5.0)
-            );
-        }
-    }
-    // What no receiver on this runtime and SDK can beat: the same ratio for a function that makes
-    // the three calls and nothing else.
-    if everyone.contains(&Who::SdkOnly) {
+    // Ours against the target, then, for reference, what no receiver on this runtime and SDK can
+    // beat: the same ratio for the function that makes the three calls and nothing else.
+    let bases = [Some(Who::Ours), everyone.contains(&Who::SdkOnly).then_some(Who::SdkOnly)];
+    for base in bases.into_iter().flatten() {
         for (what, new) in [("accepted event", true), ("late duplicate", false)] {
             for peer in peers.iter().copied() {
-                let r = ratio_to(&cpu(new), peer, Who::SdkOnly);
-                let _ = writeln!(
-                    s,
-                    "| for reference, CPU per {what}: the {} ÷ the Rust function that only makes the SDK calls | {} | {} |",
-                    peer.label(),
-                    list(&r, &x2),
-                    if !r.is_empty() && min(&r) >= 5.0 { "≥ 5×" } else { "< 5×" }
-                );
+                let r = ratio_to(&cpu(new), peer, base);
+                let five = !r.is_empty() && min(&r) >= 5.0;
+                let (target, verdict) = if base == Who::Ours {
+                    (format!("CPU per {what}: ours ≥ 5× below the {}", peer.label()), ok(five))
+                } else {
+                    let target = format!(
+                        "for reference, CPU per {what}: the {} ÷ the Rust function that only makes the SDK calls",
+                        peer.label()
+                    );
+                    (target, if five { "≥ 5×" } else { "< 5×" })
+                };
+                let _ = writeln!(s, "| {target} | {} | {verdict} |", list(&r, &x2));
             }
         }
     }
@@ -1114,7 +1048,7 @@ fn render(
             let _ = writeln!(s, "|---|---|---|---|");
             let mut totals = BTreeMap::new();
             let mut lines: Vec<(String, Vec<String>)> = Vec::new();
-            for who in FUNCTIONS.into_iter().filter(|w| *w != Who::SdkOnly) {
+            for who in RECEIVERS {
                 let w = results.first().and_then(|r| r.warm.get(&who));
                 let Some(w) = w else { continue };
                 let rb = billed(c128, who).unwrap_or(f64::NAN);
@@ -1195,7 +1129,7 @@ fn render(
             );
             let _ = writeln!(s, "| receiver | 128 MB: billed, USD | 256 MB: billed, USD | cheaper |");
             let _ = writeln!(s, "|---|---|---|---|");
-            for who in FUNCTIONS.into_iter().filter(|w| *w != Who::SdkOnly) {
+            for who in RECEIVERS {
                 let (b128, b256) = (billed(c128, who), billed(c256, who));
                 if let (Some(a), Some(b)) = (b128, b256) {
                     let (u128, u256) = (gb_s(a, 128.0), gb_s(b, 256.0));

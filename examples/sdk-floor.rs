@@ -8,11 +8,13 @@
 //! much of our CPU per event the runtime and the SDK take before any of our own code runs.
 //! Never deployed.
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_sqs::types::MessageAttributeValue;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde::Deserialize;
 use stigg_webhooks::aws::load_sdk_config;
+
+// The same three calls as the bench's moto floor, from the same code.
+#[path = "../benches/support/floor.rs"]
+mod floor;
 
 /// The only field of the function URL event read here.
 #[derive(Deserialize)]
@@ -21,12 +23,9 @@ struct UrlEvent {
 }
 
 fn message_id(body: &str) -> &str {
-    let start = body.find("\"messageId\"").and_then(|i| body[i + 11..].find('"').map(|j| i + 11 + j + 1));
+    const FIELD: &str = "\"messageId\"";
+    let start = body.find(FIELD).map(|i| i + FIELD.len()).and_then(|i| body[i..].find('"').map(|j| i + j + 1));
     start.and_then(|s| body[s..].find('"').map(|e| &body[s..s + e])).unwrap_or("none")
-}
-
-fn attr(v: &str) -> MessageAttributeValue {
-    MessageAttributeValue::builder().data_type("String").string_value(v).build().expect("type and value are set")
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -40,36 +39,11 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<UrlEvent>| async move {
         let body = event.payload.body;
         let key = message_id(&body);
-        let claimed = ddb
-            .put_item()
-            .table_name(table)
-            .item("pk", AttributeValue::S(key.to_owned()))
-            .item("state", AttributeValue::S("in_flight".into()))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match claimed {
-            Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                return Ok::<_, Error>(serde_json::json!({"statusCode": 200}));
-            }
-            Err(e) => return Err(e.into()),
+        if !floor::claim(ddb, table, key).await? {
+            return Ok::<_, Error>(serde_json::json!({"statusCode": 200}));
         }
-        sqs.send_message()
-            .queue_url(queue)
-            .message_body(body.as_str())
-            .message_attributes("event_type", attr("subscription.created"))
-            .message_attributes("idempotency_key", attr(key))
-            .send()
-            .await?;
-        ddb.update_item()
-            .table_name(table)
-            .key("pk", AttributeValue::S(key.to_owned()))
-            .update_expression("SET #s = :q")
-            .expression_attribute_names("#s", "state")
-            .expression_attribute_values(":q", AttributeValue::S("queued".into()))
-            .send()
-            .await?;
+        floor::enqueue(sqs, queue, &body, "subscription.created", key).await?;
+        floor::mark(ddb, table, key).await?;
         Ok(serde_json::json!({"statusCode": 202}))
     }))
     .await

@@ -157,6 +157,8 @@ pub fn splice_section(doc: &str, begin: &str, end: &str, section: &str, after: &
 
 /// Public list prices used for the cost model (us-east-1). This machine has no internet, so they
 /// are written down with the date they were last checked, not fetched.
+pub mod floor;
+
 pub mod prices {
     pub const CHECKED: &str =
         "AWS public pricing pages, us-east-1, as of 2026-11 (unchanged since the Nov 2024 DynamoDB on-demand cut)";
