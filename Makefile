@@ -127,9 +127,29 @@ redrive: ## Move the DLQ back to the events queue: local stack, or the deployed 
 	  . $(DEV_ENV); $(DEV) redrive --from "$$DEAD_LETTER_QUEUE_URL" --to "$$EVENTS_QUEUE_URL"; \
 	fi
 
-deploy: tools ## sam build + sam deploy (samconfig.toml; first time: `sam deploy --guided`)
+# Who the alarms reach is a deliberate choice: ALARM_EMAIL=<address> subscribes it to the alarms
+# topic, ALARM_EMAIL=none deploys with no subscriber (the AlarmRecipient output then says that
+# alarms reach nobody). A --parameter-overrides on the command line replaces samconfig.toml's
+# instead of adding to it, so samconfig.toml's overrides are read and passed along with AlarmEmail.
+SAMCONFIG_OVERRIDES := import shlex, tomllib; c = tomllib.load(open("samconfig.toml", "rb")).get("default", {}); \
+  o = c.get("deploy", {}).get("parameters", {}).get("parameter_overrides") or c.get("global", {}).get("parameters", {}).get("parameter_overrides") or []; \
+  print(" ".join(shlex.quote(v) for v in ([o] if isinstance(o, str) else o)))
+
+deploy: tools ## sam build + sam deploy (samconfig.toml); ALARM_EMAIL=<address> or ALARM_EMAIL=none (alarms reach nobody) is required
+	@case "$(ALARM_EMAIL)" in \
+	  none) echo "ALARM_EMAIL=none: deploying with NO alarm recipient; every alarm reaches nobody until someone subscribes to the topic (output AlarmRecipient)." >&2 ;; \
+	  *[[:space:]]*|*\'*|*\"*) echo "ALARM_EMAIL='$(ALARM_EMAIL)' is not an e-mail address (or none)" >&2; exit 2 ;; \
+	  ?*@?*) ;; \
+	  "") echo "make deploy needs to know who the alarms reach: ALARM_EMAIL=<address> (SNS mails it a confirmation link)," >&2; \
+	      echo "or ALARM_EMAIL=none to deploy with alarms that reach nobody (say so on purpose)." >&2; exit 2 ;; \
+	  *) echo "ALARM_EMAIL='$(ALARM_EMAIL)' is not an e-mail address (or none)" >&2; exit 2 ;; \
+	esac
 	SAM_CLI_TELEMETRY=0 sam build
-	SAM_CLI_TELEMETRY=0 sam deploy
+	@overrides=$$(python3 -c '$(SAMCONFIG_OVERRIDES)') || exit 1; \
+	  email='$(ALARM_EMAIL)'; [ "$$email" = none ] && email=; \
+	  echo "sam deploy --parameter-overrides $$overrides AlarmEmail=\"$$email\""; \
+	  eval "set -- $$overrides"; \
+	  SAM_CLI_TELEMETRY=0 sam deploy --parameter-overrides "$$@" "AlarmEmail=\"$$email\""
 
 logs: tools ## Tail both functions' logs of the deployed STACK
 	SAM_CLI_TELEMETRY=0 sam logs --stack-name $(STACK) --tail

@@ -18,7 +18,6 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(35 * 24 * 3600);
 /// deadline; Lambda's longest timeout is 15 minutes) and Stigg's retry schedule (~2 minutes) by a
 /// wide margin, or an expired record would let a second attempt claim a key still in flight.
 pub const MIN_TTL: Duration = Duration::from_secs(3600);
-pub const DEFAULT_MAX_BODY_BYTES: usize = 262_144;
 pub const DEFAULT_PROCESSOR_CONCURRENCY: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +211,7 @@ impl ReceiverConfig {
             table: table_from_env(env)?,
             queue: QueueUrl::parse(&env.required("EVENTS_QUEUE_URL")?).map_err(|e| invalid("EVENTS_QUEUE_URL", e))?,
             ttl: ttl_from_env(env)?,
-            max_body_bytes: positive(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?.get(),
+            max_body_bytes: max_body_bytes(env)?,
             allowed_sources,
             warm_up: boolean(env, "WARM_UP_CONNECTIONS", false)?,
         })
@@ -419,6 +418,24 @@ fn boolean(env: &impl Env, var: &'static str, default: bool) -> Result<bool, Con
     }
 }
 
+/// `MAX_BODY_BYTES`: unset or 0 is the most the queues carry ([`MAX_EVENT_BYTES`]); a
+/// larger value is refused, since such an event could be accepted and then never queued.
+fn max_body_bytes(env: &impl Env) -> Result<usize, ConfigError> {
+    use crate::aws::queue::MAX_EVENT_BYTES;
+    let var = "MAX_BODY_BYTES";
+    match env.value(var).as_deref().map(str::trim) {
+        None | Some("" | "0") => Ok(MAX_EVENT_BYTES),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n <= MAX_EVENT_BYTES => Ok(n),
+            Ok(n) => Err(invalid(
+                var,
+                format!("{n} is more than the queues carry with their attributes ({MAX_EVENT_BYTES})"),
+            )),
+            Err(_) => Err(invalid(var, format!("{v:?} is not a whole number of bytes"))),
+        },
+    }
+}
+
 fn positive(env: &impl Env, var: &'static str, default: usize) -> Result<NonZeroUsize, ConfigError> {
     match env.value(var) {
         None => Ok(NonZeroUsize::new(default).expect("defaults are positive")),
@@ -440,7 +457,9 @@ mod tests {
     fn minimal_receiver_configuration_gets_documented_defaults() {
         let c = ReceiverConfig::from_env(&BASE).unwrap();
         assert_eq!(c.ttl, Duration::from_secs(3_024_000));
-        assert_eq!(c.max_body_bytes, 262_144);
+        assert_eq!(c.max_body_bytes, 1_040_384, "what SQS carries less the attribute reserve");
+        let zero = [BASE[0], BASE[1], BASE[2], ("MAX_BODY_BYTES", "0")];
+        assert_eq!(ReceiverConfig::from_env(&zero).unwrap().max_body_bytes, 1_040_384);
         assert!(c.allowed_sources.is_none());
         assert!(!c.queue.is_fifo());
         assert!(matches!(c.secrets, SecretSource::Inline(ref s) if s.len() == 2));
@@ -462,7 +481,7 @@ mod tests {
     #[test]
     fn invalid_values_are_refused_with_the_variable_name() {
         let cases = [
-            ("MAX_BODY_BYTES", "0"),
+            ("MAX_BODY_BYTES", "1040385"),
             ("MAX_BODY_BYTES", "lots"),
             ("IDEMPOTENCY_TTL_SECONDS", "-5"),
             ("ALLOWED_SOURCE_CIDRS", "18.119.35.43/33"),

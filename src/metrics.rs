@@ -181,6 +181,12 @@ pub fn processor(outcome: ProcessorOutcome, latency_ms: f64) {
     }
 }
 
+/// One handler's failure on one event (`HandlerFailures`, dimension `Kind`: retryable,
+/// permanent). A record's outcome counts once in `Records`; this counts each failing handler.
+pub fn handler_failure(permanent: bool) {
+    metrics::counter!("HandlerFailures", "Kind" => if permanent { "permanent" } else { "retryable" }).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::SqsMessage;
+use common::fault_proxy::{Fault, FaultProxy};
 use common::*;
 use serde_json::{Value, json};
 use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
@@ -48,6 +49,15 @@ impl Handler for Scripted {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 Ok(())
             }
+            // Slow enough the first time to run into the record deadline (see the deadline test).
+            Some("slow_once") if n == 1 => {
+                tokio::time::sleep(Duration::from_millis(13_800)).await;
+                Ok(())
+            }
+            Some("late_permanent") => {
+                tokio::time::sleep(Duration::from_millis(7_500)).await;
+                Err(HandlerError::permanent("refused by a downstream rule"))
+            }
             // Hung on a downstream call that never answers (only the first time).
             Some("hang_once") if n == 1 => {
                 tokio::time::sleep(Duration::from_secs(600)).await;
@@ -55,6 +65,26 @@ impl Handler for Scripted {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// A second handler on every event, counting its successful runs: it must never run twice.
+#[derive(Clone, Default)]
+struct Second {
+    runs: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Second {
+    fn runs(&self, key: &str) -> usize {
+        self.runs.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl Handler for Second {
+    async fn handle(&self, event: &StiggEvent) -> Result<(), HandlerError> {
+        *self.runs.lock().unwrap().entry(event.key.to_string()).or_default() += 1;
+        Ok(())
     }
 }
 
@@ -358,4 +388,140 @@ async fn event_processed_is_logged_once_per_event_even_across_redeliveries() {
     assert!(keys.contains(&"k-log") && keys.contains(&"k-log2"));
     assert!(processed.iter().all(|l| l["level"] == "INFO" && l["fields"]["event_type"] == "subscription.canceled"));
     assert_eq!(logs.matches("duplicate skipped").count(), 3, "k-log twice, k-log2 once");
+}
+
+/// Two handlers per event, the processor's store and dead-letter queue behind proxies that can
+/// slow every request down.
+struct TwoHandlers {
+    res: Resources,
+    dlq: QueueUrl,
+    scripted: Scripted,
+    second: Second,
+    slow_ddb: FaultProxy,
+    slow_sqs: FaultProxy,
+    processor: Processor,
+}
+
+async fn spawn_two_handlers() -> TwoHandlers {
+    let res = Resources::create(false).await;
+    let dlq = create_queue(&res.sqs, &unique("dlq"), false).await;
+    let slow_ddb = FaultProxy::start(&ddb_endpoint()).await;
+    let slow_sqs = FaultProxy::start(&endpoint()).await;
+    let (scripted, second) = (Scripted::default(), Second::default());
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config_for(&slow_ddb.url()).await);
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config_for(&slow_sqs.url()).await);
+    let processor = Processor::new(
+        IdempotencyStore::new(ddb, res.table.clone(), Duration::from_secs(3600), ClaimScope::Processor),
+        Some(EventQueue::new(sqs, dlq.clone())),
+        Handlers::new().on_all(scripted.clone()).on_all(second.clone()),
+        10,
+    );
+    TwoHandlers { res, dlq, scripted, second, slow_ddb, slow_sqs, processor }
+}
+
+#[tokio::test]
+async fn a_failing_handler_leaves_the_others_run_once_and_a_redelivery_runs_only_it() {
+    let app = spawn_two_handlers().await;
+    let batch = [record("r1", &event("k-two-retry", "retry_once")), record("r2", &event("k-two-perm", "permanent"))];
+    let first = app.processor.process(&batch, deadline_in(Duration::from_secs(30))).await;
+    assert_eq!(failed_ids(&first), ["r1"]);
+    assert_eq!(first.outcomes[1].1, RecordOutcome::DeadLettered(FailureReason::PermanentError));
+    for key in ["k-two-retry", "k-two-perm"] {
+        assert_eq!(app.second.runs(key), 1, "{key}: the other handler ran despite the failure");
+        let item = app.res.item(&format!("processed#{key}")).await.expect("the progress is kept");
+        let done = item["done_handlers"].as_ss().unwrap();
+        assert_eq!(done.len(), 1);
+        assert!(done[0].ends_with("::Second"), "{done:?}");
+    }
+    let dead = drain(&app.res.sqs, &app.dlq).await;
+    let failed = attr(&dead[0], "failed_handlers").unwrap();
+    assert!(failed.ends_with("::Scripted") && !failed.contains("Second"), "{failed}");
+
+    // The redelivery of r1 and a redrive of the dead letter: only Scripted runs.
+    let again = [
+        record("r1-again", &event("k-two-retry", "retry_once")),
+        record("r2-redrive", &event("k-two-perm", "permanent")),
+    ];
+    let second = app.processor.process(&again, deadline_in(Duration::from_secs(30))).await;
+    assert_eq!(second.outcomes[0].1, RecordOutcome::Processed);
+    assert_eq!(second.outcomes[1].1, RecordOutcome::DeadLettered(FailureReason::PermanentError));
+    assert_eq!(app.scripted.calls("k-two-retry"), 2);
+    assert_eq!(app.scripted.calls("k-two-perm"), 2);
+    for key in ["k-two-retry", "k-two-perm"] {
+        assert_eq!(app.second.runs(key), 1, "{key}: never twice");
+    }
+    let done = app.res.item("processed#k-two-retry").await.unwrap();
+    assert_eq!(done["status"].as_s().unwrap(), "COMPLETED");
+    assert!(!done.contains_key("done_handlers"), "the progress goes once the event is complete");
+}
+
+#[tokio::test]
+async fn the_happy_path_costs_two_writes_per_event_as_before() {
+    let res = Resources::create(false).await;
+    let calls = Recorder::default();
+    let ddb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk_config_for(&ddb_endpoint()).await)
+            .interceptor(calls.clone())
+            .build(),
+    );
+    let processor = Processor::new(
+        IdempotencyStore::new(ddb, res.table.clone(), Duration::from_secs(3600), ClaimScope::Processor),
+        None,
+        Handlers::new().on_all(Scripted::default()).on_all(Second::default()),
+        4,
+    );
+    let batch: Vec<_> = (0..10).map(|i| record(&format!("r{i}"), &event(&format!("k-cost-{i}"), "ok"))).collect();
+    let report = processor.process(&batch, deadline_in(Duration::from_secs(30))).await;
+    assert_eq!(report.count(|o| *o == RecordOutcome::Processed), 10);
+    assert_eq!(
+        calls.clone_counts(),
+        [("UpdateItem".to_owned(), 20)].into(),
+        "claim + complete per event, nothing else"
+    );
+}
+
+/// DynamoDB and SQS slow down (1.8 s a request, inside the SDK's 2 s attempt timeout) while the
+/// handlers run toward the deadline: the batch still answers before the deadline, each handler
+/// that succeeded is recorded, and nothing runs twice or goes missing once the records come back.
+/// With the old 2 s margin, the record whose handler ends near it would release its claim and
+/// dead-letter (3.6 s) past the deadline, and Lambda would redeliver the whole batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_dynamodb_slowed_near_the_deadline_no_handler_runs_twice_and_no_record_is_lost() {
+    let app = spawn_two_handlers().await;
+    let batch = [
+        record("r-ok", &event("k-dl-ok", "ok")),
+        record("r-retry", &event("k-dl-retry", "retry_once")),
+        record("r-perm", &event("k-dl-perm", "late_permanent")),
+        record("r-slow", &event("k-dl-slow", "slow_once")),
+    ];
+    let deadline = deadline_in(Duration::from_secs(16));
+    let process = app.processor.process(&batch, deadline);
+    let slow_down = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        app.slow_ddb.set(Fault::SlowRequests(Duration::from_millis(1_800)));
+        app.slow_sqs.set(Fault::SlowRequests(Duration::from_millis(1_800)));
+    };
+    let (report, ()) = tokio::join!(process, slow_down);
+    assert!(std::time::SystemTime::now() < deadline, "the batch answered before the deadline");
+    let outcome = |id: &str| report.outcomes.iter().find(|(i, _)| i == id).unwrap().1.clone();
+    assert_eq!(outcome("r-ok"), RecordOutcome::Processed);
+    assert!(matches!(outcome("r-retry"), RecordOutcome::Retry(_)));
+    assert_eq!(outcome("r-perm"), RecordOutcome::DeadLettered(FailureReason::PermanentError));
+    assert!(matches!(outcome("r-slow"), RecordOutcome::Retry(_)), "cut off at the record deadline");
+    app.slow_ddb.set(Fault::Pass);
+    app.slow_sqs.set(Fault::Pass);
+
+    // SQS brings back what was not acknowledged (after the lease, the invocation's deadline).
+    tokio::time::sleep(deadline.duration_since(std::time::SystemTime::now()).unwrap_or_default()).await;
+    let retried: Vec<_> =
+        batch.iter().filter(|r| failed_ids(&report).contains(r.message_id.as_ref().unwrap())).cloned().collect();
+    let again = app.processor.process(&retried, deadline_in(Duration::from_secs(30))).await;
+    assert!(failed_ids(&again).is_empty(), "{:?}", again.outcomes);
+    for key in ["k-dl-ok", "k-dl-retry", "k-dl-perm", "k-dl-slow"] {
+        assert_eq!(app.second.runs(key), 1, "{key}: the second handler ran exactly once");
+    }
+    assert_eq!(app.scripted.calls("k-dl-ok"), 1);
+    assert_eq!(app.scripted.calls("k-dl-retry"), 2, "failed once, then succeeded");
+    assert_eq!(app.scripted.calls("k-dl-slow"), 2, "cut off once, then succeeded");
+    assert_eq!(drain(&app.res.sqs, &app.dlq).await.len(), 1, "the permanent failure, and only it, dead-lettered");
 }

@@ -379,7 +379,7 @@ async fn a_late_duplicate_gets_2xx_costs_one_write_and_queues_nothing() {
     let reply = app.post(&event("m-dup")).await;
     assert_eq!(reply.status(), 200);
     assert_eq!(reply.json()["status"], "duplicate");
-    assert_eq!(app.ddb_calls.count("PutItem"), 1);
+    assert_eq!(app.ddb_calls.count("UpdateItem"), 1, "the claim");
     assert_eq!(app.ddb_calls.total(), 1, "no read after the failed conditional write");
     assert_eq!(app.sqs_calls.total(), 0);
     assert_eq!(app.res.drain().await.len(), 1);
@@ -454,7 +454,7 @@ async fn when_dynamodb_refuses_the_answer_is_503_and_nothing_is_queued() {
 #[tokio::test]
 async fn when_the_completion_write_fails_after_the_send_the_event_is_still_acknowledged() {
     let app = spawn_app().await;
-    app.ddb_calls.fail("UpdateItem");
+    app.ddb_calls.fail_when("UpdateItem", "COMPLETED");
     assert_eq!(app.post(&event("m-complete-fails")).await.status(), 202);
     assert_eq!(app.res.drain().await.len(), 1, "the event is in the queue");
     let item = app.res.item("accepted#m-complete-fails").await.unwrap();

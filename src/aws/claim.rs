@@ -2,13 +2,19 @@
 //! whose work completed is remembered for the TTL.
 //!
 //! ```text
-//! claim     PutItem  {status: IN_PROGRESS, token, lease_expires_at = invocation deadline}
+//! claim     UpdateItem SET status = IN_PROGRESS, token, lease_expires_at = invocation deadline
 //!           if  absent  OR  expired (TTL passed, not yet swept)  OR  (IN_PROGRESS AND lease passed)
+//!           on success ALL_OLD carries the handlers an earlier attempt recorded as done;
 //!           on condition failure ALL_OLD tells COMPLETED (duplicate) from IN_PROGRESS (in flight)
 //!           without a second read
 //! complete  UpdateItem status = COMPLETED, expires_at = now + TTL     if token = ours
 //! release   DeleteItem                                             if token = ours
+//!           or, when some handlers succeeded and others did not:
+//!           UpdateItem SET done_handlers, lease_expires_at = 0       if token = ours
 //! ```
+//! The claim is an UpdateItem, not a PutItem, so that it leaves `done_handlers` in place: if
+//! this attempt dies too, the next one still knows which handlers need not run again. Both
+//! consume the same write units (the larger of the item before and after).
 //! A crashed attempt leaves an IN_PROGRESS record whose lease ends at its invocation's deadline:
 //! after that, a retry takes the claim over.
 //!
@@ -17,23 +23,25 @@
 //! no key a payload can carry lands in another kind's space (`accepted#processed#X` is not
 //! `processed#X`).
 //!
-//! The SDK retries a PutItem whose answer was lost (timeout, 5XX) although DynamoDB applied it.
+//! The SDK retries a claim whose answer was lost (timeout, 5XX) although DynamoDB applied it.
 //! The retry then fails its condition against our own IN_PROGRESS record: the token in ALL_OLD
 //! is ours, so the claim is ours too (not "in flight elsewhere", which would answer 409 and block
 //! Stigg's retries until the lease ends).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use crate::config::TableName;
 use crate::stigg::event::IdempotencyKey;
 
 const STATUS_IN_PROGRESS: &str = "IN_PROGRESS";
 const STATUS_COMPLETED: &str = "COMPLETED";
+/// The handlers that succeeded for a key whose other handlers did not (a string set).
+const DONE_HANDLERS: &str = "done_handlers";
 
 /// Which step of the pipeline a claim is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,11 +79,17 @@ pub const WARM_UP_KEY: &str = "warm-up";
 pub struct Claim {
     pk: String,
     token: String,
+    done: BTreeSet<String>,
 }
 
 impl Claim {
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The handlers an earlier attempt on this key recorded as succeeded (empty for a new key).
+    pub fn done(&self) -> &BTreeSet<String> {
+        &self.done
     }
 }
 
@@ -180,15 +194,10 @@ impl IdempotencyStore {
         let now_s = now_ms / 1000;
         let result = self
             .client
-            .put_item()
+            .update_item()
             .table_name(self.table.as_str())
-            .item("pk", s(&pk))
-            .item("status", s(STATUS_IN_PROGRESS))
-            .item("token", s(&token))
-            .item("lease_expires_at", n(epoch_millis(lease_until)))
-            // An abandoned claim is swept by TTL like a completed one.
-            .item("expires_at", n(now_s + u128::from(self.ttl.as_secs())))
-            .item("payload_sha256", s(payload_sha256))
+            .key("pk", s(&pk))
+            .update_expression("SET #status = :in_progress, #token = :token, #lease = :lease, #exp = :exp, #sha = :sha")
             .condition_expression(
                 "attribute_not_exists(#pk) OR #exp <= :now_s OR (#status = :in_progress AND #lease <= :now_ms)",
             )
@@ -196,22 +205,33 @@ impl IdempotencyStore {
             .expression_attribute_names("#exp", "expires_at")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#lease", "lease_expires_at")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_names("#sha", "payload_sha256")
             .expression_attribute_values(":now_s", n(now_s))
             .expression_attribute_values(":now_ms", n(now_ms))
             .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .expression_attribute_values(":token", s(&token))
+            .expression_attribute_values(":lease", n(epoch_millis(lease_until)))
+            // An abandoned claim is swept by TTL like a completed one.
+            .expression_attribute_values(":exp", n(now_s + u128::from(self.ttl.as_secs())))
+            .expression_attribute_values(":sha", s(payload_sha256))
+            .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         let err = match result {
-            Ok(_) => return Ok(ClaimOutcome::Claimed(Claim { pk, token })),
+            Ok(out) => {
+                let done = done_handlers(out.attributes.as_ref(), now_s);
+                return Ok(ClaimOutcome::Claimed(Claim { pk, token, done }));
+            }
             Err(err) => err,
         };
         let is_condition_failure = err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception());
         if !is_condition_failure {
-            return Err(StoreError::dynamo("PutItem", err));
+            return Err(StoreError::dynamo("UpdateItem", err));
         }
         let old = match err.into_service_error() {
-            aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(e) => e.item,
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(e) => e.item,
             _ => None,
         };
         let old = match old {
@@ -222,7 +242,8 @@ impl IdempotencyStore {
         if old.as_ref().and_then(|item| item.get("token")).and_then(|v| v.as_s().ok()) == Some(&token) {
             // Our own write, applied on an attempt whose answer was lost, then retried by the SDK.
             tracing::debug!(pk, "claim write retried by the SDK after it was applied; the claim is ours");
-            return Ok(ClaimOutcome::Claimed(Claim { pk, token }));
+            let done = done_handlers(old.as_ref(), now_s);
+            return Ok(ClaimOutcome::Claimed(Claim { pk, token, done }));
         }
         Ok(classify(old.as_ref(), payload_sha256))
     }
@@ -248,12 +269,13 @@ impl IdempotencyStore {
             .update_item()
             .table_name(self.table.as_str())
             .key("pk", s(&claim.pk))
-            .update_expression("SET #status = :completed, #exp = :exp REMOVE #lease")
+            .update_expression("SET #status = :completed, #exp = :exp REMOVE #lease, #done")
             .condition_expression("#token = :token")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#exp", "expires_at")
             .expression_attribute_names("#lease", "lease_expires_at")
             .expression_attribute_names("#token", "token")
+            .expression_attribute_names("#done", DONE_HANDLERS)
             .expression_attribute_values(":completed", s(STATUS_COMPLETED))
             .expression_attribute_values(":exp", n(expires))
             .expression_attribute_values(":token", s(&claim.token))
@@ -264,6 +286,36 @@ impl IdempotencyStore {
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Err(StoreError::ClaimLost { pk: claim.pk })
             }
+            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
+        }
+    }
+
+    /// Gives the key up so that the next delivery can claim it at once, remembering the
+    /// handlers that succeeded (`done`, which includes the claim's own [`Claim::done`]): the next
+    /// attempt skips them. With none done it is a plain [`Self::release`]. One write either way.
+    pub async fn release_keeping(&self, claim: Claim, done: &BTreeSet<String>) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return self.release(claim).await;
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table.as_str())
+            .key("pk", s(&claim.pk))
+            // A lease that has passed: claimable at once, like a deleted record.
+            .update_expression("SET #done = :done, #lease = :zero")
+            .condition_expression("#token = :token")
+            .expression_attribute_names("#done", DONE_HANDLERS)
+            .expression_attribute_names("#lease", "lease_expires_at")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":done", AttributeValue::Ss(done.iter().cloned().collect()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":token", s(&claim.token))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
             Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
         }
     }
@@ -289,6 +341,21 @@ impl IdempotencyStore {
     }
 }
 
+/// The handlers recorded as done in the item a claim replaced, unless that item had expired
+/// (its key forgotten: every handler runs again, as for a new key).
+fn done_handlers(old: Option<&HashMap<String, AttributeValue>>, now_s: u128) -> BTreeSet<String> {
+    let Some(old) = old else { return BTreeSet::new() };
+    let live = old
+        .get("expires_at")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse::<u128>().ok())
+        .is_some_and(|e| e > now_s);
+    match old.get(DONE_HANDLERS).and_then(|v| v.as_ss().ok()) {
+        Some(names) if live => names.iter().cloned().collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
 /// What a failed claim ran into.
 fn classify(old: Option<&HashMap<String, AttributeValue>>, payload_sha256: &str) -> ClaimOutcome {
     let attr = |name: &str| old.and_then(|item| item.get(name)).and_then(|v| v.as_s().ok());
@@ -304,7 +371,7 @@ fn classify(old: Option<&HashMap<String, AttributeValue>>, payload_sha256: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
     use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
@@ -321,8 +388,8 @@ mod tests {
         IdempotencyKey::parse("msg-1").unwrap()
     }
 
-    fn failed_with(status: &'static str, hash: &'static str) -> PutItemError {
-        PutItemError::ConditionalCheckFailedException(
+    fn failed_with(status: &'static str, hash: &'static str) -> UpdateItemError {
+        UpdateItemError::ConditionalCheckFailedException(
             ConditionalCheckFailedException::builder()
                 .item("pk", s("msg-1"))
                 .item("status", s(status))
@@ -333,7 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_duplicate_is_recognised_from_the_failed_write_alone() {
-        let put = mock!(Client::put_item).then_error(|| failed_with(STATUS_COMPLETED, "h1"));
+        let put = mock!(Client::update_item).then_error(|| failed_with(STATUS_COMPLETED, "h1"));
         let get = mock!(Client::get_item)
             .then_output(|| aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder().build());
         let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&put, &get]);
@@ -345,7 +412,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reused_key_with_other_bytes_is_flagged() {
-        let put = mock!(Client::put_item).then_error(|| failed_with(STATUS_COMPLETED, "h1"));
+        let put = mock!(Client::update_item).then_error(|| failed_with(STATUS_COMPLETED, "h1"));
         let client = mock_client!(aws_sdk_dynamodb, [&put]);
         let outcome = store(client).claim(&key(), "h2", SystemTime::now()).await.unwrap();
         assert!(matches!(outcome, ClaimOutcome::Completed { same_payload: false }));
@@ -353,7 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_live_claim_is_in_flight() {
-        let put = mock!(Client::put_item).then_error(|| failed_with(STATUS_IN_PROGRESS, "h1"));
+        let put = mock!(Client::update_item).then_error(|| failed_with(STATUS_IN_PROGRESS, "h1"));
         let client = mock_client!(aws_sdk_dynamodb, [&put]);
         let outcome = store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap();
         assert!(matches!(outcome, ClaimOutcome::InFlight));
@@ -361,7 +428,7 @@ mod tests {
 
     #[tokio::test]
     async fn throttling_surfaces_as_a_retryable_store_error() {
-        let put = mock!(Client::put_item)
+        let put = mock!(Client::update_item)
             .sequence()
             .http_status(
                 400,
@@ -375,7 +442,7 @@ mod tests {
             .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3)));
         let err = store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap_err();
         assert!(err.is_retryable());
-        assert!(err.to_string().contains("PutItem"), "{err}");
+        assert!(err.to_string().contains("UpdateItem"), "{err}");
         assert_eq!(put.num_calls(), 3, "the SDK retries throttling within its budget");
     }
 
@@ -386,7 +453,7 @@ mod tests {
             UpdateItemError::ConditionalCheckFailedException(ConditionalCheckFailedException::builder().build())
         });
         let client = mock_client!(aws_sdk_dynamodb, [&upd]);
-        let claim = Claim { pk: "msg-1".into(), token: "t".into() };
+        let claim = Claim { pk: "msg-1".into(), token: "t".into(), done: BTreeSet::new() };
         assert!(matches!(store(client).complete(claim).await, Err(StoreError::ClaimLost { .. })));
     }
 
@@ -409,16 +476,20 @@ mod tests {
         let written: Arc<Mutex<Option<String>>> = Arc::default();
         let seen = written.clone();
         let replay = written.clone();
-        let put = mock!(Client::put_item)
+        let put = mock!(Client::update_item)
             .match_requests(move |input| {
-                *seen.lock().unwrap() = input.item().and_then(|i| i.get("token")).and_then(|v| v.as_s().ok()).cloned();
+                *seen.lock().unwrap() = input
+                    .expression_attribute_values()
+                    .and_then(|v| v.get(":token"))
+                    .and_then(|v| v.as_s().ok())
+                    .cloned();
                 true
             })
             .sequence()
             .http_status(500, None)
             .error(move || {
                 let token = replay.lock().unwrap().clone().expect("the first attempt carried a token");
-                PutItemError::ConditionalCheckFailedException(
+                UpdateItemError::ConditionalCheckFailedException(
                     ConditionalCheckFailedException::builder()
                         .item("pk", s("accepted#msg-1"))
                         .item("status", s(STATUS_IN_PROGRESS))
@@ -439,8 +510,8 @@ mod tests {
 
     #[tokio::test]
     async fn another_attempts_live_claim_is_still_in_flight() {
-        let put = mock!(Client::put_item).then_error(|| {
-            PutItemError::ConditionalCheckFailedException(
+        let put = mock!(Client::update_item).then_error(|| {
+            UpdateItemError::ConditionalCheckFailedException(
                 ConditionalCheckFailedException::builder()
                     .item("status", s(STATUS_IN_PROGRESS))
                     .item("token", s("someone-else"))
@@ -449,5 +520,32 @@ mod tests {
         });
         let client = mock_client!(aws_sdk_dynamodb, [&put]);
         assert!(matches!(store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap(), ClaimOutcome::InFlight));
+    }
+
+    #[tokio::test]
+    async fn a_claim_over_a_released_record_carries_its_done_handlers() {
+        let future = (epoch_millis(SystemTime::now()) / 1000 + 3600).to_string();
+        let upd = mock!(Client::update_item).then_output(move || {
+            UpdateItemOutput::builder()
+                .attributes("status", s(STATUS_IN_PROGRESS))
+                .attributes("expires_at", AttributeValue::N(future.clone()))
+                .attributes(DONE_HANDLERS, AttributeValue::Ss(vec!["mirror".into()]))
+                .build()
+        });
+        let client = mock_client!(aws_sdk_dynamodb, [&upd]);
+        let ClaimOutcome::Claimed(claim) = store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap() else {
+            panic!("claimed")
+        };
+        assert_eq!(claim.done().iter().collect::<Vec<_>>(), ["mirror"]);
+    }
+
+    #[test]
+    fn done_handlers_of_an_expired_record_are_forgotten_with_it() {
+        let item = HashMap::from([
+            ("expires_at".to_owned(), AttributeValue::N("100".into())),
+            (DONE_HANDLERS.to_owned(), AttributeValue::Ss(vec!["a".into()])),
+        ]);
+        assert!(done_handlers(Some(&item), 100).is_empty());
+        assert_eq!(done_handlers(Some(&item), 99).len(), 1);
     }
 }

@@ -13,6 +13,40 @@ use aws_sdk_sqs::types::{
 
 use crate::config::QueueUrl;
 
+/// The most one SQS message carries, body and message attributes together: 1 MiB since August
+/// 2025, and the default of a queue's `MaximumMessageSize` (the template still sets it, on both
+/// queues): <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html>.
+/// `SendMessageBatch` carries the same in total.
+pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
+
+/// Kept back from [`MAX_MESSAGE_BYTES`] for the message attributes we add: the receiver's (key,
+/// type, trace id) and, on the way to the dead-letter queue, the processor's on top. The largest
+/// possible set is 3,717 bytes (a unit test adds it up from the caps each value is held to).
+pub const ATTRIBUTE_RESERVE: usize = 8 * 1024;
+
+/// The largest event body the stack accepts (the receiver's `MAX_BODY_BYTES` at most): it still
+/// fits a message, with every attribute, on the events queue and on the dead-letter queue.
+pub const MAX_EVENT_BYTES: usize = MAX_MESSAGE_BYTES - ATTRIBUTE_RESERVE;
+
+/// What message attributes count toward a message's size: each one's name, data type
+/// (`String`) and value.
+pub fn attributes_size(attributes: &[(&str, String)]) -> usize {
+    attributes.iter().map(|(name, value)| name.len() + "String".len() + value.len()).sum()
+}
+
+/// `value` cut to at most `max` bytes on a character boundary, so an attribute stays within the
+/// reserve whatever a payload or an error message holds.
+pub fn capped(value: &str, max: usize) -> String {
+    if value.len() <= max {
+        return value.to_owned();
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
+}
+
 /// A message to send. The body goes out verbatim.
 #[derive(Debug)]
 pub struct Outbound<'a> {

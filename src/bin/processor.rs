@@ -24,7 +24,7 @@ fn handlers() -> Handlers {
 /// and a failing handler of yours does not keep an entitlement change out of it.
 fn with_mirror(mirror: Option<MirrorHandler>, yours: Handlers) -> Handlers {
     let built_in = match mirror {
-        Some(mirror) => MirrorHandler::EVENT_TYPES.into_iter().fold(Handlers::new(), |h, t| h.on(t, mirror.clone())),
+        Some(mirror) => Handlers::new().on_types(MirrorHandler::EVENT_TYPES, mirror),
         None => Handlers::new(),
     };
     built_in.then(yours)

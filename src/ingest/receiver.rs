@@ -10,7 +10,7 @@
 //! | method other than POST                    | 405    |
 //! | source IP outside `ALLOWED_SOURCE_CIDRS`  | 403    |
 //! | secret header missing or wrong            | 401    |
-//! | body over `MAX_BODY_BYTES`                | 413    |
+//! | body over `MAX_BODY_BYTES` (default: what SQS carries less our attributes) | 413, one WARN line with key, type, size |
 //! | not a JSON object with a string `type`    | 400    |
 //! | new event                                 | 202, queued |
 //! | key already completed                     | 200, not queued |
@@ -92,7 +92,12 @@ pub enum ReceiveError {
     #[error("missing or invalid Stigg-Webhooks-Secret")]
     Unauthorized,
     #[error("body larger than {limit} bytes")]
-    TooLarge { limit: usize },
+    TooLarge {
+        limit: usize,
+        size: usize,
+        /// The event's key and type, when the body parses: for the log line, never the answer.
+        event: Option<(String, String)>,
+    },
     #[error("invalid payload: {0}")]
     InvalidPayload(#[from] PayloadError),
     #[error("another delivery of this event is being processed; retry later")]
@@ -180,7 +185,9 @@ impl Checks {
     pub fn body(&self, body: Body) -> Result<Admitted, ReceiveError> {
         let limit = self.max_body_bytes;
         if body.len() > limit {
-            return Err(ReceiveError::TooLarge { limit });
+            let event =
+                WebhookPayload::parse(body.as_ref()).ok().map(|p| (p.key.to_string(), p.event_type.to_string()));
+            return Err(ReceiveError::TooLarge { limit, size: body.len(), event });
         }
         let raw = match body {
             Body::Text(text) => text,
@@ -315,7 +322,21 @@ impl Receiver {
         if !self.secrets.verify(presented_secret(&request)).await {
             return Err(ReceiveError::Unauthorized);
         }
-        let Admitted { payload, raw } = self.checks.body(request.into_body())?;
+        let Admitted { payload, raw } = self.checks.body(request.into_body()).inspect_err(|e| {
+            if let ReceiveError::TooLarge { limit, size, event } = e {
+                log.key = event.as_ref().map(|(key, _)| key.clone());
+                log.event_type = event.as_ref().map(|(_, event_type)| event_type.clone());
+                // Stigg retries a 413 and then gives the event up: this line is what an operator
+                // needs to ask Stigg for it (never the body).
+                tracing::warn!(
+                    idempotency_key = log.key.as_deref(),
+                    event_type = log.event_type.as_deref(),
+                    body_bytes = size,
+                    limit,
+                    "event larger than the queue carries; refused"
+                );
+            }
+        })?;
         log.key = Some(payload.key.to_string());
         log.event_type = Some(payload.event_type.to_string());
         log.trace_id = payload.trace_id().map(str::to_owned);
@@ -408,7 +429,7 @@ mod tests {
         assert_eq!(ReceiveError::MethodNotAllowed.status(), 405);
         assert_eq!(ReceiveError::ForbiddenSource.status(), 403);
         assert_eq!(ReceiveError::Unauthorized.status(), 401);
-        assert_eq!(ReceiveError::TooLarge { limit: 1 }.status(), 413);
+        assert_eq!(ReceiveError::TooLarge { limit: 1, size: 2, event: None }.status(), 413);
         assert_eq!(ReceiveError::InvalidPayload(PayloadError::NotAnObject).status(), 400);
         assert_eq!(ReceiveError::InFlight.status(), 409);
     }

@@ -721,6 +721,9 @@ pub struct MirrorHandler {
 }
 
 impl MirrorHandler {
+    /// The handler's name in `done_handlers` and `failed_handlers`.
+    pub const NAME: &'static str = "entitlement-mirror";
+
     pub const EVENT_TYPES: [EventType; 3] =
         [EventType::EntitlementsUpdated, EventType::EntitlementUsageExceeded, EventType::CustomerDeleted];
 
@@ -770,6 +773,11 @@ fn event_time(event: &StiggEvent) -> Result<i64, MirrorError> {
 
 #[async_trait]
 impl Handler for MirrorHandler {
+    /// Fixed, so a redelivery after a refactoring still knows the mirror is done.
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(Self::NAME)
+    }
+
     async fn handle(&self, event: &StiggEvent) -> Result<(), HandlerError> {
         match self.apply(event).await {
             Ok(Some(outcome)) => {

@@ -17,6 +17,9 @@ pub enum Fault {
     Pass,
     Refuse,
     Delay(Duration),
+    /// Every request's bytes held for this long before they go upstream, on open connections
+    /// too (a dependency that slows down mid-invocation, while the SDK reuses its connections).
+    SlowRequests(Duration),
     /// Every request answered `400 ThrottlingException` (DynamoDB's JSON protocol).
     Throttle,
 }
@@ -49,17 +52,38 @@ impl FaultProxy {
                             drop(client);
                         }
                         Fault::Throttle => throttle(client, &t, &watcher).await,
-                        Fault::Pass | Fault::Delay(_) => {
+                        Fault::Pass | Fault::Delay(_) | Fault::SlowRequests(_) => {
                             if let Fault::Delay(d) = fault {
                                 tokio::time::sleep(d).await;
                             }
-                            let Ok(mut server) = TcpStream::connect(upstream).await else { return };
-                            let mut client = client;
+                            let Ok(server) = TcpStream::connect(upstream).await else { return };
+                            let (mut client_read, mut client_write) = client.into_split();
+                            let (mut server_read, mut server_write) = server.into_split();
+                            let passing =
+                                |f: &Fault| matches!(f, Fault::Pass | Fault::Delay(_) | Fault::SlowRequests(_));
+                            let slow = watcher.clone();
+                            let upstream_bound = async move {
+                                let mut chunk = vec![0u8; 64 * 1024];
+                                loop {
+                                    let n = match client_read.read(&mut chunk).await {
+                                        Ok(0) | Err(_) => return,
+                                        Ok(n) => n,
+                                    };
+                                    let current = *slow.borrow();
+                                    if let Fault::SlowRequests(d) = current {
+                                        tokio::time::sleep(d).await;
+                                    }
+                                    if server_write.write_all(&chunk[..n]).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            };
                             // Cut the connection when the mode turns to a fault, as an outage would.
                             tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                _ = upstream_bound => {}
+                                _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
                                 _ = async { while watcher.changed().await.is_ok() {
-                                        if !matches!(*watcher.borrow(), Fault::Pass | Fault::Delay(_)) { break; }
+                                        if !passing(&watcher.borrow()) { break; }
                                     } } => {}
                             }
                         }

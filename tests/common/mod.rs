@@ -80,8 +80,12 @@ pub fn unique(prefix: &str) -> String {
 #[derive(Debug, Default, Clone)]
 pub struct Recorder {
     calls: Arc<Mutex<HashMap<String, usize>>>,
-    failing: Arc<Mutex<Vec<String>>>,
+    /// Operations to fail, each only when its request body holds the text given (if any).
+    failing: Arc<Mutex<Vec<FailRule>>>,
 }
+
+/// An operation to fail, and the text its request body must hold for that (any body if none).
+type FailRule = (String, Option<String>);
 
 impl Recorder {
     pub fn count(&self, operation: &str) -> usize {
@@ -103,7 +107,13 @@ impl Recorder {
 
     /// Makes every later call of `operation` fail before it is sent.
     pub fn fail(&self, operation: &str) {
-        self.failing.lock().unwrap().push(operation.to_owned());
+        self.failing.lock().unwrap().push((operation.to_owned(), None));
+    }
+
+    /// Makes every later call of `operation` whose request body contains `text` fail before it
+    /// is sent (e.g. the claim's completion, an UpdateItem that sets `COMPLETED`).
+    pub fn fail_when(&self, operation: &str, text: &str) {
+        self.failing.lock().unwrap().push((operation.to_owned(), Some(text.to_owned())));
     }
 
     pub fn heal(&self) {
@@ -118,13 +128,20 @@ impl Intercept for Recorder {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let op = cfg.load::<Metadata>().map(|m| m.name().to_owned()).unwrap_or_default();
         *self.calls.lock().unwrap().entry(op.clone()).or_default() += 1;
-        if self.failing.lock().unwrap().contains(&op) {
+        let body = context.request().body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
+        let fails = self
+            .failing
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(failing, text)| *failing == op && text.as_deref().is_none_or(|t| body.contains(t)));
+        if fails {
             return Err(format!("injected failure of {op}").into());
         }
         Ok(())
@@ -163,6 +180,28 @@ impl Resources {
             .await
             .unwrap()
             .item
+    }
+
+    /// A received message as Lambda's SQS event source hands it to the processor: body, message
+    /// attributes and system attributes (`SentTimestamp`, ...) as received.
+    pub fn lambda_record(m: &Message, source_arn: &str) -> serde_json::Value {
+        let attributes: serde_json::Map<String, serde_json::Value> = m
+            .message_attributes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::json!({"stringValue": v.string_value(), "dataType": "String"})))
+            .collect();
+        let system: serde_json::Map<String, serde_json::Value> = m
+            .attributes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.as_str().to_owned(), serde_json::Value::String(v)))
+            .collect();
+        serde_json::json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+        "attributes": system, "messageAttributes": attributes, "eventSource": "aws:sqs",
+        "eventSourceARN": source_arn, "awsRegion": "us-east-1"})
     }
 
     /// Every message now in the queue (received once, left invisible for a minute).
@@ -206,6 +245,28 @@ async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl, visibility: 
         .unwrap()
         .messages
         .unwrap_or_default()
+}
+
+/// A received message as Lambda's SQS event source hands it to the processor: body, message
+/// attributes and system attributes (`SentTimestamp`, ...) as received.
+pub fn lambda_record(m: &Message, source_arn: &str) -> serde_json::Value {
+    let attributes: serde_json::Map<String, serde_json::Value> = m
+        .message_attributes
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::json!({"stringValue": v.string_value(), "dataType": "String"})))
+        .collect();
+    let system: serde_json::Map<String, serde_json::Value> = m
+        .attributes
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.as_str().to_owned(), serde_json::Value::String(v)))
+        .collect();
+    serde_json::json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+        "attributes": system, "messageAttributes": attributes, "eventSource": "aws:sqs",
+        "eventSourceARN": source_arn, "awsRegion": "us-east-1"})
 }
 
 /// Every message now in the queue (received once, left invisible for a minute).
