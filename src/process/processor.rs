@@ -322,7 +322,8 @@ impl Processor {
                 event_type = %event.event_type,
                 trace_id = event.trace_id.as_deref(),
                 handlers = run.ran(),
-                skipped = run.skipped.len(),
+                // Only on a redelivery that skipped handlers done before (None is not logged).
+                skipped = (!run.skipped.is_empty()).then_some(run.skipped.len()),
                 latency_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "event processed"
             );
