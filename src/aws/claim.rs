@@ -313,11 +313,7 @@ impl IdempotencyStore {
             .expression_attribute_values(":token", s(&claim.token))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
-        }
+        given_up("UpdateItem", result)
     }
 
     /// Gives the key up so that the next delivery can claim it at once. A record that is no
@@ -333,11 +329,21 @@ impl IdempotencyStore {
             .expression_attribute_values(":token", s(&claim.token))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(StoreError::dynamo("DeleteItem", e)),
-        }
+        given_up("DeleteItem", result)
+    }
+}
+
+/// The end of a token-conditioned write that gives a claim up: a record no longer ours (the
+/// condition failed) is left alone, which is not an error.
+fn given_up<O, E, R>(operation: &'static str, result: Result<O, SdkError<E, R>>) -> Result<(), StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException") => Ok(()),
+        Err(e) => Err(StoreError::dynamo(operation, e)),
     }
 }
 

@@ -182,28 +182,6 @@ impl Resources {
             .item
     }
 
-    /// A received message as Lambda's SQS event source hands it to the processor: body, message
-    /// attributes and system attributes (`SentTimestamp`, ...) as received.
-    pub fn lambda_record(m: &Message, source_arn: &str) -> serde_json::Value {
-        let attributes: serde_json::Map<String, serde_json::Value> = m
-            .message_attributes
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::json!({"stringValue": v.string_value(), "dataType": "String"})))
-            .collect();
-        let system: serde_json::Map<String, serde_json::Value> = m
-            .attributes
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k.as_str().to_owned(), serde_json::Value::String(v)))
-            .collect();
-        serde_json::json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
-        "attributes": system, "messageAttributes": attributes, "eventSource": "aws:sqs",
-        "eventSourceARN": source_arn, "awsRegion": "us-east-1"})
-    }
-
     /// Every message now in the queue (received once, left invisible for a minute).
     pub async fn drain(&self) -> Vec<Message> {
         drain(&self.sqs, &self.queue).await
