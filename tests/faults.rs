@@ -289,7 +289,7 @@ async fn a_duplicate_re_sent_after_a_lost_completion_still_runs_handlers_once() 
     let receiver = Receiver::new(
         SecretSet::parse(SECRET).unwrap(),
         None,
-        262_144,
+        stigg_webhooks::queue::MAX_EVENT_BYTES,
         IdempotencyStore::new(ddb, res.table.clone(), Duration::from_secs(3600), ClaimScope::Receiver),
         EventQueue::new(sqs.clone(), res.queue.clone()),
     );
@@ -404,7 +404,7 @@ async fn receiver_via(res: &Resources, ddb: &str, sqs: &str) -> Receiver {
     Receiver::new(
         SecretSet::parse(SECRET).unwrap(),
         None,
-        262_144,
+        stigg_webhooks::queue::MAX_EVENT_BYTES,
         IdempotencyStore::new(
             aws_sdk_dynamodb::Client::new(&sdk_config_for(ddb).await),
             res.table.clone(),

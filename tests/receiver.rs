@@ -27,7 +27,12 @@ struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { fifo: false, max_body_bytes: 262_144, allowed: None, ttl: Duration::from_secs(3600) }
+        Self {
+            fifo: false,
+            max_body_bytes: stigg_webhooks::queue::MAX_EVENT_BYTES,
+            allowed: None,
+            ttl: Duration::from_secs(3600),
+        }
     }
 }
 

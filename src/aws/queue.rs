@@ -21,12 +21,18 @@ pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
 
 /// Kept back from [`MAX_MESSAGE_BYTES`] for the message attributes we add: the receiver's (key,
 /// type, trace id) and, on the way to the dead-letter queue, the processor's on top. The largest
-/// possible set is 3,717 bytes (a unit test adds it up from the caps each value is held to).
+/// possible set is 3,754 bytes (a unit test adds it up from the caps each value is held to).
 pub const ATTRIBUTE_RESERVE: usize = 8 * 1024;
 
 /// The largest event body the stack accepts (the receiver's `MAX_BODY_BYTES` at most): it still
 /// fits a message, with every attribute, on the events queue and on the dead-letter queue.
 pub const MAX_EVENT_BYTES: usize = MAX_MESSAGE_BYTES - ATTRIBUTE_RESERVE;
+
+/// The attribute that carries when an event first reached us (epoch milliseconds), set by the
+/// receiver and the bridge and kept on a dead letter. SQS's `SentTimestamp` is not enough: a
+/// redrive from the dead-letter queue makes "new messages with a new messageID and enqueueTime"
+/// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-configure-dead-letter-queue-redrive.html>).
+pub const RECEIVED_AT: &str = "received_at";
 
 /// What message attributes count toward a message's size: each one's name, data type
 /// (`String`) and value.

@@ -31,7 +31,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 
 use crate::aws::claim::{ClaimOutcome, IdempotencyStore, StoreError};
-use crate::aws::queue::{EventQueue, FifoIds, Outbound, QueueError};
+use crate::aws::queue::{EventQueue, FifoIds, Outbound, QueueError, RECEIVED_AT};
 use crate::config::SourceAllowList;
 use crate::ingest::secrets::{SecretSet, Secrets};
 use crate::metrics;
@@ -362,11 +362,7 @@ impl Receiver {
                 return Ok(Accepted::Duplicate { same_payload });
             }
         };
-        let mut attributes =
-            vec![("event_type", payload.event_type.to_string()), ("idempotency_key", payload.key.to_string())];
-        if let Some(trace_id) = payload.trace_id() {
-            attributes.push(("trace_id", trace_id.to_owned()));
-        }
+        let attributes = queue_attributes(payload, SystemTime::now());
         let fifo = self.queue.is_fifo().then(|| FifoIds {
             group_id: payload.fifo_group_id(),
             deduplication_id: payload.key.fifo_deduplication_id(),
@@ -388,6 +384,25 @@ impl Receiver {
         }
         Ok(Accepted::Enqueued)
     }
+}
+
+/// The message attributes the receiver queues an event with: its key, type and trace id (so
+/// consumers route without parsing), and when it was received (`received_at`, epoch ms), which
+/// survives a dead letter and a redrive where SQS's own `SentTimestamp` does not.
+pub fn queue_attributes(payload: &WebhookPayload, received: SystemTime) -> Vec<(&'static str, String)> {
+    let mut attributes = vec![
+        ("event_type", payload.event_type.to_string()),
+        ("idempotency_key", payload.key.to_string()),
+        (RECEIVED_AT, epoch_millis(received).to_string()),
+    ];
+    if let Some(trace_id) = payload.trace_id() {
+        attributes.push(("trace_id", trace_id.to_owned()));
+    }
+    attributes
+}
+
+fn epoch_millis(t: SystemTime) -> u128 {
+    t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
 }
 
 fn response(status: u16, body: &Value, allow_post: bool) -> Response<Body> {
@@ -432,6 +447,19 @@ mod tests {
         assert_eq!(ReceiveError::TooLarge { limit: 1, size: 2, event: None }.status(), 413);
         assert_eq!(ReceiveError::InvalidPayload(PayloadError::NotAnObject).status(), 400);
         assert_eq!(ReceiveError::InFlight.status(), 409);
+    }
+
+    #[test]
+    fn the_largest_accepted_body_with_the_largest_attributes_fits_an_sqs_message() {
+        use crate::aws::queue::{MAX_EVENT_BYTES, MAX_MESSAGE_BYTES, attributes_size};
+        use crate::stigg::event::{MAX_KEY_BYTES, MAX_TYPE_BYTES};
+        let raw = json!({"type": "t".repeat(MAX_TYPE_BYTES), "messageId": "k".repeat(MAX_KEY_BYTES),
+                         "traceId": "r".repeat(MAX_KEY_BYTES)})
+        .to_string();
+        let payload = WebhookPayload::parse(raw.as_bytes()).unwrap();
+        let attributes = queue_attributes(&payload, SystemTime::now());
+        assert_eq!(attributes.len(), 4, "trace id kept at its longest");
+        assert!(MAX_EVENT_BYTES + attributes_size(&attributes) <= MAX_MESSAGE_BYTES);
     }
 
     #[test]

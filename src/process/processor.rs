@@ -23,7 +23,7 @@
 //! Without a dead-letter queue configured, what would go there is reported as failed instead,
 //! so the queue's own redrive policy moves it after `maxReceiveCount` receives.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::FutureExt;
@@ -33,7 +33,7 @@ use std::future::Future;
 use tracing::Instrument;
 
 use crate::aws::claim::{ClaimOutcome, IdempotencyStore};
-use crate::aws::queue::{EventQueue, FifoIds, MAX_MESSAGE_BYTES, Outbound, attributes_size, capped};
+use crate::aws::queue::{EventQueue, FifoIds, MAX_MESSAGE_BYTES, Outbound, RECEIVED_AT, attributes_size, capped};
 use crate::metrics::{self, ProcessorOutcome};
 use crate::process::handler::{HandlerError, HandlerRun, Handlers};
 use crate::stigg::event::{IdempotencyKey, JsonError, PayloadError, StiggEvent, WebhookPayload, sha256_hex};
@@ -128,14 +128,16 @@ pub fn event_from_record(record: &SqsMessage) -> Result<StiggEvent, PoisonError>
     if let Some(key) = attribute_key {
         payload.key = key;
     }
-    Ok(StiggEvent::new(payload, raw).with_sent_at(sent_timestamp(record)))
+    let received = received_millis(record).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    Ok(StiggEvent::new(payload, raw).with_sent_at(received))
 }
 
-/// SQS's `SentTimestamp` system attribute (epoch milliseconds), which Lambda's SQS event carries
-/// on every record.
-fn sent_timestamp(record: &SqsMessage) -> Option<SystemTime> {
-    let millis: u64 = record.attributes.get("SentTimestamp")?.parse().ok()?;
-    Some(std::time::UNIX_EPOCH + Duration::from_millis(millis))
+/// When the event first reached us, in epoch milliseconds: the `received_at` attribute the
+/// receiver and the bridge set (it survives a dead letter and a redrive), else SQS's
+/// `SentTimestamp` system attribute, which Lambda's SQS event carries on every record.
+fn received_millis(record: &SqsMessage) -> Option<u64> {
+    let attribute = record.message_attributes.get(RECEIVED_AT).and_then(|a| a.string_value.as_deref());
+    attribute.or(record.attributes.get("SentTimestamp").map(String::as_str)).and_then(|ms| ms.parse().ok())
 }
 
 /// The invocation's length when the runtime reports no usable deadline (the template's
@@ -291,7 +293,12 @@ impl Processor {
             }
         };
         let fingerprint = sha256_hex(event.raw_json().as_bytes());
-        let claim = match self.store.claim(&event.key, &fingerprint, budget.lease).await {
+        let Some(claimed) = budget.bounded(self.store.claim(&event.key, &fingerprint, budget.lease)).await else {
+            // Whatever the write did, its lease (the deadline) ends it; the record comes back.
+            tracing::warn!(idempotency_key = %event.key, "claim cut off by the deadline; will retry");
+            return RecordOutcome::Retry("claim cut off by the invocation deadline".into());
+        };
+        let claim = match claimed {
             Ok(ClaimOutcome::Claimed(claim)) => claim,
             Ok(ClaimOutcome::Completed { .. }) => {
                 tracing::info!(idempotency_key = %event.key, event_type = %event.event_type, "duplicate skipped");
@@ -393,8 +400,9 @@ impl Processor {
         let id = message_id(record);
         // SQS refuses empty bodies; a record without one carries nothing to keep anyway.
         let body = record.body.as_deref().filter(|b| !b.is_empty()).unwrap_or("null");
-        let attributes =
-            dead_letter_attributes(body.len(), reason, detail, &id, record.event_source_arn.as_deref(), event);
+        let received_at = received_millis(record).map(|ms| ms.to_string());
+        let source_arn = record.event_source_arn.as_deref();
+        let attributes = dead_letter_attributes(body.len(), reason, detail, &id, source_arn, received_at, event);
         let fifo = queue.is_fifo().then(|| FifoIds {
             group_id: record.attributes.get("MessageGroupId").cloned().unwrap_or_else(|| "dead-letter".into()),
             deduplication_id: sha256_hex(id.as_bytes()),
@@ -421,6 +429,7 @@ fn dead_letter_attributes(
     detail: &str,
     message_id: &str,
     source_arn: Option<&str>,
+    received_at: Option<String>,
     event: Option<(&StiggEvent, &str)>,
 ) -> Vec<(&'static str, String)> {
     let mut attributes = vec![("failure_reason", reason.as_str().to_owned())];
@@ -428,18 +437,37 @@ fn dead_letter_attributes(
         attributes.push(("idempotency_key", event.key.to_string()));
         attributes.push(("event_type", event.event_type.to_string()));
         if !failed_handlers.is_empty() {
-            attributes.push(("failed_handlers", capped(failed_handlers, 512)));
+            attributes.push(("failed_handlers", whole_names(failed_handlers, 512)));
         }
+    }
+    if let Some(received_at) = received_at {
+        attributes.push((RECEIVED_AT, capped(&received_at, 20)));
     }
     attributes.push(("source_message_id", capped(message_id, 128)));
     if let Some(arn) = source_arn.filter(|a| !a.is_empty()) {
         attributes.push(("source_queue_arn", capped(arn, 256)));
     }
     attributes.push(("failure_detail", capped(&printable(detail, 1024), 1024)));
+    let mut left_off = Vec::new();
     while body_bytes + attributes_size(&attributes) > MAX_MESSAGE_BYTES && attributes.len() > 1 {
-        attributes.pop();
+        left_off.extend(attributes.pop().map(|(name, _)| name));
+    }
+    if !left_off.is_empty() {
+        tracing::warn!(left_off = %left_off.join(","), body_bytes, "dead letter too close to SQS's limit for all its attributes");
     }
     attributes
+}
+
+/// A comma list cut to at most `max` bytes at a name's end, so no name is half there.
+fn whole_names(list: &str, max: usize) -> String {
+    if list.len() <= max {
+        return list.to_owned();
+    }
+    let cut = capped(list, max);
+    match cut.rfind(',') {
+        Some(end) => cut[..end].to_owned(),
+        None => cut,
+    }
 }
 
 fn message_id(record: &SqsMessage) -> String {
@@ -487,7 +515,7 @@ mod tests {
         let mut r = record(r#"{"type":"customer.deleted","messageId":"k"}"#, json!({}));
         r.attributes.insert("SentTimestamp".into(), "1764614400123".into());
         let e = event_from_record(&r).unwrap();
-        assert_eq!(e.sent_at, Some(std::time::UNIX_EPOCH + Duration::from_millis(1_764_614_400_123)));
+        assert_eq!(e.sent_at, Some(UNIX_EPOCH + Duration::from_millis(1_764_614_400_123)));
     }
 
     #[test]
@@ -538,10 +566,11 @@ mod tests {
             &"é".repeat(5000),
             &"m".repeat(500),
             Some(&"a".repeat(2000)),
+            Some(u64::MAX.to_string()),
             Some((&event, &handlers)),
         );
-        assert_eq!(attributes.len(), 7, "nothing left off at the largest accepted body");
-        assert!(attributes_size(&attributes) <= 3_717, "{}", attributes_size(&attributes));
+        assert_eq!(attributes.len(), 8, "nothing left off at the largest accepted body");
+        assert!(attributes_size(&attributes) <= 3_754, "{}", attributes_size(&attributes));
         assert!(attributes_size(&attributes) <= ATTRIBUTE_RESERVE);
         // The receiver's attributes (key, type, trace id) are a subset of the same caps.
         const { assert!(MAX_KEY_BYTES * 2 + MAX_TYPE_BYTES + 64 <= ATTRIBUTE_RESERVE) };
@@ -550,9 +579,28 @@ mod tests {
     #[test]
     fn a_body_near_the_limit_keeps_the_attributes_that_fit() {
         let attributes =
-            dead_letter_attributes(MAX_MESSAGE_BYTES - 40, FailureReason::Unparseable, "bad", "m", None, None);
+            dead_letter_attributes(MAX_MESSAGE_BYTES - 40, FailureReason::Unparseable, "bad", "m", None, None, None);
         assert_eq!(attributes, [("failure_reason", "unparseable".to_owned())]);
         assert!(MAX_MESSAGE_BYTES - 40 + attributes_size(&attributes) <= MAX_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn failed_handlers_are_cut_at_a_names_end() {
+        assert_eq!(whole_names("a,b", 512), "a,b");
+        assert_eq!(whole_names("alpha,beta,gamma", 12), "alpha,beta");
+    }
+
+    #[test]
+    fn the_receivers_received_at_wins_over_the_queues_sent_timestamp() {
+        let attrs = json!({"received_at": {"stringValue": "1764614400000", "dataType": "String"}});
+        let mut r = record(r#"{"type":"customer.deleted","messageId":"k"}"#, attrs);
+        r.attributes.insert("SentTimestamp".into(), "1764999999999".into());
+        let e = event_from_record(&r).unwrap();
+        assert_eq!(
+            e.sent_at,
+            Some(UNIX_EPOCH + Duration::from_millis(1_764_614_400_000)),
+            "a redrive keeps the first time"
+        );
     }
 
     #[test]
