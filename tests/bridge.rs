@@ -148,6 +148,11 @@ async fn a_thousand_messages_are_drained_with_none_lost_or_duplicated() {
     assert_eq!(emf_sum(&lines, "BridgeMessages", Some(("Outcome", "forwarded"))), 1000.0);
     assert_eq!(emf_sum(&lines, "EdgeCredentialFetches", Some(("Outcome", "fetched"))), 1.0);
     assert!(emf_sum(&lines, "BridgePolls", Some(("Outcome", "empty"))) >= 1.0);
+    // One age per message, in documents CloudWatch keeps whole (at most 100 values per metric).
+    let (ages, most) = emf_value_counts(&lines, "BridgeMessageAge");
+    assert!(most <= 100, "a document carries {most} values of one metric");
+    assert_eq!(ages.iter().sum::<usize>(), 1000, "{ages:?}");
+    assert!(ages.len() >= 10, "{ages:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
