@@ -9,14 +9,39 @@
 //! therefore stamped with the configured level itself (INFO at most verbose), the least that
 //! still passes the filter, and the time of the flush:
 //! <https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html>.
+//!
+//! An EMF document carries at most [`EMF_MAX_VALUES`] values per metric, and the collector keeps
+//! at most that many per distribution between flushes, dropping the rest. Every distribution
+//! value therefore goes through [`record_distribution`], which writes the documents so far
+//! before a distribution could hold more: a drain that records hundreds of values writes several
+//! documents, and none is dropped.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use metrics_cloudwatch_embedded::Collector;
 
 pub const NAMESPACE: &str = "StiggWebhooks";
 
-static COLLECTOR: OnceLock<&'static Collector> = OnceLock::new();
+/// Values one EMF document may carry for one metric: "Numeric array metric targets MUST NOT
+/// have more than 100 members"
+/// (<https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html#CloudWatch_Embedded_Metric_Format_Specification_structure_target>).
+/// `metrics_cloudwatch_embedded` 0.10 holds each distribution in a channel of this size and
+/// drops what does not fit ("more than 100 unflushed values?").
+pub const EMF_MAX_VALUES: usize = 100;
+
+/// Where the EMF documents go: each document, one line, in one write.
+type Output = fn(&[u8]) -> std::io::Result<()>;
+
+struct Emf {
+    collector: &'static Collector,
+    output: Output,
+}
+
+static EMF: OnceLock<Emf> = OnceLock::new();
+
+/// Distribution values recorded since the last flush, all distributions together (so no single
+/// one can pass [`EMF_MAX_VALUES`]); also serializes the flushes.
+static UNFLUSHED: Mutex<usize> = Mutex::new(0);
 
 /// The `level` an EMF line needs to pass Lambda's filter at `AWS_LAMBDA_LOG_LEVEL`.
 pub fn emf_level(lambda_log_level: Option<&str>) -> &'static str {
@@ -30,6 +55,13 @@ pub fn emf_level(lambda_log_level: Option<&str>) -> &'static str {
 
 /// Installs the EMF collector for this process; `function` becomes the `Function` dimension.
 pub fn init(function: &'static str) {
+    install(function, |line| {
+        use std::io::Write as _;
+        std::io::stdout().lock().write_all(line)
+    });
+}
+
+fn install(function: &'static str, output: Output) {
     let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| NAMESPACE.to_owned());
     match metrics_cloudwatch_embedded::Builder::new()
         .cloudwatch_namespace(namespace)
@@ -39,26 +71,45 @@ pub fn init(function: &'static str) {
         Ok(collector) => {
             let level = emf_level(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref());
             collector.set_property("level", level);
-            let _ = COLLECTOR.set(collector);
+            let _ = EMF.set(Emf { collector, output });
         }
         Err(e) => tracing::warn!(error = %e, "metrics disabled"),
     }
 }
 
-/// Writes what was recorded since the last flush (call once per invocation).
+/// Writes what was recorded since the last flush (call once per invocation; distributions
+/// may flush earlier, see [`record_distribution`]).
+pub fn flush() {
+    let mut unflushed = UNFLUSHED.lock().unwrap_or_else(PoisonError::into_inner);
+    write_documents();
+    *unflushed = 0;
+}
+
+/// Records one value of a distribution (`metrics::histogram!`), first writing the documents so
+/// far when [`EMF_MAX_VALUES`] values await a flush.
+pub fn record_distribution(histogram: metrics::Histogram, value: f64) {
+    let mut unflushed = UNFLUSHED.lock().unwrap_or_else(PoisonError::into_inner);
+    if *unflushed >= EMF_MAX_VALUES {
+        write_documents();
+        *unflushed = 0;
+    }
+    histogram.record(value);
+    *unflushed += 1;
+}
+
+/// One EMF document per dimension set (the collector's `flush`), under [`UNFLUSHED`]'s lock.
 ///
 /// The documents are serialized into a buffer first: straight onto `Stdout`, each of
 /// serde_json's many small writes took stdout's lock. Each document still reaches stdout as a
 /// write of its own, one line each, as before: an EMF document must be a log event by itself.
-pub fn flush() {
-    if let Some(collector) = COLLECTOR.get() {
-        collector.set_property("timestamp", rfc3339(std::time::SystemTime::now()));
+fn write_documents() {
+    if let Some(emf) = EMF.get() {
+        emf.collector.set_property("timestamp", rfc3339(std::time::SystemTime::now()));
         let mut documents = Vec::with_capacity(1024);
-        let written = collector.flush(&mut documents).and_then(|()| {
-            use std::io::Write as _;
-            let mut stdout = std::io::stdout().lock();
-            documents.split_inclusive(|b| *b == b'\n').try_for_each(|line| stdout.write_all(line))
-        });
+        let written = emf
+            .collector
+            .flush(&mut documents)
+            .and_then(|()| documents.split_inclusive(|b| *b == b'\n').try_for_each(emf.output));
         if let Err(e) = written {
             tracing::warn!(error = %e, "metrics flush failed");
         }
@@ -135,7 +186,7 @@ impl ProcessorOutcome {
 
 pub fn receiver(outcome: ReceiverOutcome, latency_ms: f64) {
     metrics::counter!("Requests", "Outcome" => outcome.as_str()).increment(1);
-    metrics::histogram!("ReceiverLatency").record(latency_ms);
+    record_distribution(metrics::histogram!("ReceiverLatency"), latency_ms);
 }
 
 /// How a re-read of the secret parameter ended (`SecretRefreshes`, dimension `Outcome`).
@@ -150,9 +201,17 @@ pub fn edge_credentials(outcome: &'static str) {
 }
 
 /// Messages the bridge handled (`BridgeMessages`, dimension `Outcome`: forwarded, unparseable
-/// (forwarded as-is), forward_failed, delete_failed).
+/// (forwarded as-is), forward_failed, deferred (no time left to forward and delete them: left in
+/// Stigg's queue), delete_failed).
 pub fn bridge_messages(outcome: &'static str, n: usize) {
     metrics::counter!("BridgeMessages", "Outcome" => outcome).increment(n as u64);
+}
+
+/// Stigg's queue rejected the Edge API's credentials before their expiration
+/// (`BridgeCredentialsRejected`, dimension `Outcome`: renewed (dropped and fetched anew, the call
+/// made again), failed (rejected again after that: the invocation fails)).
+pub fn bridge_credentials_rejected(outcome: &'static str) {
+    metrics::counter!("BridgeCredentialsRejected", "Outcome" => outcome).increment(1);
 }
 
 /// One long poll of Stigg's queue (`BridgePolls`, dimension `Outcome`: messages, empty).
@@ -162,7 +221,7 @@ pub fn bridge_poll(got_messages: bool) {
 
 /// How long a forwarded message had waited in Stigg's queue (`BridgeMessageAge`, ms).
 pub fn bridge_message_age(ms: f64) {
-    metrics::histogram!("BridgeMessageAge").record(ms);
+    record_distribution(metrics::histogram!("BridgeMessageAge"), ms);
 }
 
 /// One status-page read (`StiggStatusProbes`, dimension `Outcome`: ok, failed) and, on failure,
@@ -177,7 +236,7 @@ pub fn status_probe(ok: bool) {
 pub fn processor(outcome: ProcessorOutcome, latency_ms: f64) {
     metrics::counter!("Records", "Outcome" => outcome.as_str()).increment(1);
     if outcome == ProcessorOutcome::Processed {
-        metrics::histogram!("ProcessingLatency").record(latency_ms);
+        record_distribution(metrics::histogram!("ProcessingLatency"), latency_ms);
     }
 }
 
@@ -190,6 +249,67 @@ pub fn handler_failure(permanent: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    static CAPTURED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    fn capture(line: &[u8]) -> std::io::Result<()> {
+        CAPTURED.lock().unwrap().extend_from_slice(line);
+        Ok(())
+    }
+
+    /// The values of `metric` in each captured document (the other tests of this process may
+    /// record their own metrics meanwhile: only `metric`'s are counted).
+    fn captured_values(metric: &str) -> Vec<Vec<f64>> {
+        let text = String::from_utf8(std::mem::take(&mut *CAPTURED.lock().unwrap())).unwrap();
+        let mut per_document = Vec::new();
+        for line in text.lines() {
+            let doc: Value = serde_json::from_str(line).expect("one JSON document per line");
+            for definition in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap() {
+                let name = definition["Name"].as_str().unwrap();
+                if let Some(values) = doc[name].as_array() {
+                    assert!(values.len() <= EMF_MAX_VALUES, "{name}: {} values in one document", values.len());
+                }
+            }
+            match &doc[metric] {
+                Value::Array(values) => per_document.push(values.iter().map(|v| v.as_f64().unwrap()).collect()),
+                Value::Number(n) => per_document.push(vec![n.as_f64().unwrap()]),
+                _ => {}
+            }
+        }
+        per_document
+    }
+
+    /// The only test that installs the collector (a process has one global recorder).
+    #[test]
+    fn five_hundred_values_of_a_distribution_all_reach_cloudwatch_in_documents_of_at_most_100() {
+        install("metrics-test", capture);
+        assert!(EMF.get().is_some());
+
+        // The crate alone: past 100 unflushed values, the rest is dropped. (Under the lock, so
+        // no other test's value makes this flush early.)
+        {
+            let mut unflushed = UNFLUSHED.lock().unwrap();
+            for i in 0..150 {
+                metrics::histogram!("EmfCrateAlone").record(f64::from(i));
+            }
+            write_documents();
+            *unflushed = 0;
+        }
+        let alone = captured_values("EmfCrateAlone");
+        assert_eq!(alone.iter().map(Vec::len).sum::<usize>(), EMF_MAX_VALUES, "{alone:?}");
+
+        for i in 0..500 {
+            record_distribution(metrics::histogram!("EmfCapacityProbe"), f64::from(i));
+        }
+        flush();
+        let documents = captured_values("EmfCapacityProbe");
+        assert!(documents.len() >= 5, "{} documents", documents.len());
+        assert!(documents.iter().all(|values| values.len() <= EMF_MAX_VALUES));
+        let mut all: Vec<f64> = documents.into_iter().flatten().collect();
+        all.sort_by(f64::total_cmp);
+        assert_eq!(all, (0..500).map(f64::from).collect::<Vec<_>>(), "every value, once");
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::types::{Message, SendMessageBatchRequestEntry};
+use common::counting_proxy::CountingProxy;
 use common::runtime_api::{FunctionProcess, RuntimeApi, binary};
 use common::stigg_stand_ins::{EdgeApiStandIn, SignatureGuard};
 use common::*;
@@ -43,14 +44,24 @@ impl StiggSide {
         Self { sqs, queue, edge, guard }
     }
 
-    /// Puts bodies on Stigg's queue (as Stigg would, straight to moto).
+    /// Puts bodies on Stigg's queue (as Stigg would, straight to moto), in batches within SQS's
+    /// limits (ten messages, 1 MiB).
     async fn put(&self, bodies: &[String]) {
-        for chunk in bodies.chunks(10) {
+        let mut chunks: Vec<Vec<&String>> = vec![];
+        for body in bodies {
+            match chunks.last_mut() {
+                Some(c) if c.len() < 10 && c.iter().map(|b| b.len()).sum::<usize>() + body.len() <= 1_048_576 => {
+                    c.push(body)
+                }
+                _ => chunks.push(vec![body]),
+            }
+        }
+        for chunk in chunks {
             let entries = chunk
                 .iter()
                 .enumerate()
                 .map(|(i, b)| {
-                    SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(b).build().unwrap()
+                    SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(*b).build().unwrap()
                 })
                 .collect();
             let out = self
@@ -148,6 +159,11 @@ async fn a_thousand_messages_are_drained_with_none_lost_or_duplicated() {
     assert_eq!(emf_sum(&lines, "BridgeMessages", Some(("Outcome", "forwarded"))), 1000.0);
     assert_eq!(emf_sum(&lines, "EdgeCredentialFetches", Some(("Outcome", "fetched"))), 1.0);
     assert!(emf_sum(&lines, "BridgePolls", Some(("Outcome", "empty"))) >= 1.0);
+    // One age per message, in documents CloudWatch keeps whole (at most 100 values per metric).
+    let (ages, most) = emf_value_counts(&lines, "BridgeMessageAge");
+    assert!(most <= 100, "a document carries {most} values of one metric");
+    assert_eq!(ages.iter().sum::<usize>(), 1000, "{ages:?}");
+    assert!(ages.len() >= 10, "{ages:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,8 +171,10 @@ async fn credentials_expiring_mid_run_are_refreshed_before_they_expire_and_nothi
     let res = Resources::create(false).await;
     // 20 s credentials: the SDK's identity cache renews them 10-15 s before expiry.
     let stigg = StiggSide::start(Duration::from_secs(20)).await;
-    // Poll until the deadline (no early stop), while events keep arriving for 25 s.
-    let run = start_bridge(&stigg.env(&res.queue, &[("BRIDGE_MAX_EMPTY_POLLS", "")]), Duration::from_secs(45)).await;
+    // Poll until the deadline (no early stop), while events keep arriving for 25 s or more (a
+    // loaded machine puts slower): a 75 s invocation polls for its first 44 s (it keeps the
+    // 31 s finish margin).
+    let run = start_bridge(&stigg.env(&res.queue, &[("BRIDGE_MAX_EMPTY_POLLS", "")]), Duration::from_secs(75)).await;
     let invocation = run.api.submit(&json!({}));
     let mut sent = 0;
     for burst in 0..50 {
@@ -164,7 +182,7 @@ async fn credentials_expiring_mid_run_are_refreshed_before_they_expire_and_nothi
         sent += 2;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let report: Value = match tokio::time::timeout(Duration::from_secs(60), invocation).await {
+    let report: Value = match tokio::time::timeout(Duration::from_secs(90), invocation).await {
         Ok(Ok(common::runtime_api::Outcome::Response(body))) => serde_json::from_slice(&body).unwrap(),
         other => panic!("the drain did not succeed: {other:?}"),
     };
@@ -253,6 +271,165 @@ async fn when_our_queue_refuses_sends_nothing_is_deleted_from_stiggs_queue() {
     assert_eq!(stigg.guard.admitted("AmazonSQS.DeleteMessageBatch"), 0, "no delete was even attempted");
     assert_eq!(stigg.depth().await, 3, "all three wait out the visibility timeout in Stigg's queue");
     assert_eq!(emf_sum(&run.bridge.settled_lines().await, "BridgeMessages", Some(("Outcome", "forward_failed"))), 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_bridge_whose_credentials_are_revoked_fetches_new_ones_in_the_same_run_and_forwards_everything() {
+    let res = Resources::create(false).await;
+    let stigg = StiggSide::start(Duration::from_secs(900)).await;
+    let run = start_bridge(&stigg.env(&res.queue, &[]), Duration::from_secs(30)).await;
+    stigg.put(&[event("before-revocation")]).await;
+    assert_eq!(run.invoke().await.expect("the first run")["forwarded"], 1);
+    // Stigg revokes the credentials it issued, 15 minutes before their stated expiration.
+    stigg.edge.revoke_issued();
+    let bodies: Vec<_> = (0..3).map(|i| event(&format!("after-revocation-{i}"))).collect();
+    stigg.put(&bodies).await;
+    let report = run.invoke().await.expect("new credentials, fetched within the run");
+    assert_eq!(report["credentials_renewed"], 1, "{report}");
+    assert_eq!((report["forwarded"].as_u64(), report["deleted"].as_u64()), (Some(3), Some(3)), "{report}");
+    assert_eq!(stigg.edge.issued(), 2, "one new credential, not one per call");
+    assert_eq!(stigg.guard.refused(), ["AccessDenied ASIAEDGE00000001"], "one rejected call");
+    assert_eq!(stigg.depth().await, 0);
+    let forwarded = keys(&take_all(&res.sqs, &res.queue).await);
+    assert_eq!(forwarded.iter().collect::<HashSet<_>>().len(), 4, "{forwarded:?}");
+    assert_eq!(forwarded.len(), 4);
+    let lines = run.bridge.settled_lines().await;
+    assert_eq!(emf_sum(&lines, "BridgeCredentialsRejected", Some(("Outcome", "renewed"))), 1.0);
+    assert_eq!(emf_sum(&lines, "EdgeCredentialFetches", Some(("Outcome", "fetched"))), 2.0);
+    let renewing = "Stigg's queue rejected the Edge API credentials before their expiration; fetching new ones and trying once more";
+    assert_eq!(run.bridge.count_message(renewing), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_revoked_between_the_receive_and_the_delete_are_renewed_before_deleting() {
+    let res = Resources::create(false).await;
+    let stigg = StiggSide::start(Duration::from_secs(900)).await;
+    stigg.put(&[event("revoked-mid-1"), event("revoked-mid-2"), event("revoked-mid-3")]).await;
+    stigg.guard.revoke_after_next("AmazonSQS.ReceiveMessage");
+    let run = start_bridge(&stigg.env(&res.queue, &[]), Duration::from_secs(30)).await;
+    let report = run.invoke().await.expect("the delete is made again with new credentials");
+    assert_eq!(report["credentials_renewed"], 1, "{report}");
+    assert_eq!((report["deleted"].as_u64(), report["delete_failures"].as_u64()), (Some(3), Some(0)), "{report}");
+    assert_eq!(stigg.guard.refused().len(), 1, "{:?}", stigg.guard.refused());
+    assert!(stigg.guard.refused()[0].starts_with("AccessDenied"), "{:?}", stigg.guard.refused());
+    assert_eq!(stigg.guard.admitted("AmazonSQS.DeleteMessageBatch"), 1, "the delete that passed");
+    assert_eq!(stigg.depth().await, 0, "nothing left to be forwarded again");
+    assert_eq!(keys(&take_all(&res.sqs, &res.queue).await).len(), 3, "each forwarded once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_rejected_again_after_the_renewal_fail_the_run_and_the_next_run_recovers() {
+    let res = Resources::create(false).await;
+    let stigg = StiggSide::start(Duration::from_secs(900)).await;
+    let run = start_bridge(&stigg.env(&res.queue, &[]), Duration::from_secs(30)).await;
+    stigg.put(&[event("warm-up")]).await;
+    assert_eq!(run.invoke().await.expect("the first run")["forwarded"], 1);
+    // Stigg's queue now rejects every credential, even new ones.
+    stigg.edge.revoke_issued();
+    stigg.edge.revoke_on_issue(true);
+    stigg.put(&[event("kept-1"), event("kept-2")]).await;
+    let error = run.invoke().await.expect_err("rejected again after the renewal");
+    assert!(
+        error.contains("rejected the Edge API's credentials (ReceiveMessage), also after fetching new ones"),
+        "{error}"
+    );
+    assert_eq!(stigg.edge.issued(), 2, "one renewal per run, no loop");
+    assert_eq!(stigg.guard.refused().len(), 2, "{:?}", stigg.guard.refused());
+    assert_eq!(stigg.depth().await, 2, "nothing received, nothing deleted");
+    let lines = run.bridge.settled_lines().await;
+    assert_eq!(emf_sum(&lines, "BridgeCredentialsRejected", Some(("Outcome", "renewed"))), 1.0);
+    assert_eq!(emf_sum(&lines, "BridgeCredentialsRejected", Some(("Outcome", "failed"))), 1.0);
+    assert_eq!(run.bridge.count_message("Stigg's queue rejected the Edge API credentials, also new ones"), 1);
+
+    // Stigg admits new credentials again: the next run renews its rejected ones and catches up,
+    // without waiting for them to expire.
+    stigg.edge.revoke_on_issue(false);
+    let report = run.invoke().await.expect("the next run recovers");
+    assert_eq!((report["credentials_renewed"].as_u64(), report["forwarded"].as_u64()), (Some(1), Some(2)), "{report}");
+    assert_eq!(stigg.depth().await, 0);
+}
+
+/// A Stigg event of exactly `bytes` (its payload padded in a field of its own).
+fn event_of(key: &str, bytes: usize) -> String {
+    let with = |padding: String| {
+        json!({"type": "entitlements.updated", "messageId": key, "traceId": format!("trace-{key}"),
+            "customer": {"id": "customer-1"}, "padding": padding})
+        .to_string()
+    };
+    let bare = with(String::new()).len();
+    let body = with("p".repeat(bytes - bare));
+    assert_eq!(body.len(), bytes);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_700_kib_is_forwarded_verbatim_with_its_attributes_and_deleted() {
+    let res = Resources::create(false).await;
+    let stigg = StiggSide::start(Duration::from_secs(900)).await;
+    let body = event_of("large-700", 700 * 1024);
+    stigg.put(std::slice::from_ref(&body)).await;
+    let run = start_bridge(&stigg.env(&res.queue, &[]), Duration::from_secs(30)).await;
+    let report = run.invoke().await.expect("the drain succeeds");
+    assert_eq!((report["forwarded"].as_u64(), report["deleted"].as_u64()), (Some(1), Some(1)), "{report}");
+    let forwarded = take_all(&res.sqs, &res.queue).await;
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(forwarded[0].body(), Some(body.as_str()), "byte for byte");
+    assert_eq!(attr(&forwarded[0], "idempotency_key"), Some("large-700"));
+    assert_eq!(attr(&forwarded[0], "trace_id"), Some("trace-large-700"));
+    assert_eq!(stigg.depth().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_near_1_mib_is_forwarded_whole_without_the_attributes_that_do_not_fit_and_keeps_its_key() {
+    let res = Resources::create(false).await;
+    let stigg = StiggSide::start(Duration::from_secs(900)).await;
+    // SQS's limit less a few bytes: the body fits, the bridge's attributes do not.
+    let body = event_of("nearly-1-mib", 1_048_576 - 5);
+    stigg.put(std::slice::from_ref(&body)).await;
+    let run = start_bridge(&stigg.env(&res.queue, &[]), Duration::from_secs(30)).await;
+    let report = run.invoke().await.expect("the drain succeeds");
+    assert_eq!((report["forwarded"].as_u64(), report["deleted"].as_u64()), (Some(1), Some(1)), "{report}");
+    let forwarded = take_all(&res.sqs, &res.queue).await;
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(forwarded[0].body(), Some(body.as_str()), "the body is never cut");
+    assert!(forwarded[0].message_attributes().is_none_or(|a| a.is_empty()), "{:?}", forwarded[0].message_attributes());
+    assert_eq!(
+        run.bridge.count_message("forwarded without some attributes to fit SQS's 1 MiB; the body carries them"),
+        1
+    );
+    // The processor takes the key from the body: the same as by webhook.
+    let counting = Counting::default();
+    let processor = Processor::new(
+        IdempotencyStore::new(res.ddb.clone(), res.table.clone(), Duration::from_secs(3600), ClaimScope::Processor),
+        None,
+        Handlers::new().on_all(counting.clone()),
+        4,
+    );
+    let batch = processor.process(&[as_record(&forwarded[0])], deadline_in(Duration::from_secs(30))).await;
+    assert_eq!(batch.count(|o| matches!(o, RecordOutcome::Processed)), 1);
+    assert_eq!(counting.0.lock().unwrap().get("nearly-1-mib"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_over_1_mib_is_forwarded_in_batches_within_sqss_limit() {
+    let res = Resources::create(false).await;
+    let stigg = StiggSide::start(Duration::from_secs(900)).await;
+    // 1.2 MiB in one poll: one SendMessageBatch would exceed SQS's (and moto's) 1 MiB.
+    let bodies: Vec<_> = (0..3).map(|i| event_of(&format!("split-{i}"), 400 * 1024)).collect();
+    stigg.put(&bodies).await;
+    let ours = CountingProxy::start(&endpoint()).await;
+    let run = start_bridge(&stigg.env(&res.queue, &[("AWS_ENDPOINT_URL", &ours.url())]), Duration::from_secs(30)).await;
+    let report = run.invoke().await.expect("the drain succeeds");
+    assert_eq!(report["polls"].as_u64().unwrap() - report["empty_polls"].as_u64().unwrap(), 1, "one poll: {report}");
+    assert_eq!((report["forwarded"].as_u64(), report["forward_failures"].as_u64()), (Some(3), Some(0)), "{report}");
+    assert_eq!(ours.count("AmazonSQS.SendMessageBatch"), 2, "800 KiB, then 400 KiB");
+    let forwarded = take_all(&res.sqs, &res.queue).await;
+    let by_key: HashMap<_, _> =
+        forwarded.iter().map(|m| (attr(m, "idempotency_key").unwrap(), m.body().unwrap())).collect();
+    for (i, body) in bodies.iter().enumerate() {
+        assert_eq!(by_key.get(format!("split-{i}").as_str()), Some(&body.as_str()));
+    }
+    assert_eq!(stigg.depth().await, 0);
 }
 
 /// Counts handler runs per key.

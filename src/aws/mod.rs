@@ -12,16 +12,27 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::identity::{
+    IdentityFuture, ResolveCachedIdentity, SharedIdentityCache, SharedIdentityResolver,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::ingest::secrets::{FetchError, SecretFetch, SecretSet};
+
+/// The longest one attempt of an SDK call may take (see [`timeouts`]).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest one SDK call may take, retries included (see [`timeouts`]).
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Per-attempt and whole-operation limits. Three attempts of at most 2 s fit in the receiver's
 /// short timeout with room to roll a claim back.
 pub fn timeouts() -> TimeoutConfig {
     TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(1))
-        .operation_attempt_timeout(Duration::from_secs(2))
-        .operation_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
         .build()
 }
 
@@ -112,18 +123,17 @@ impl crate::stigg::edge::ApiKeyFetch for ApiKeyParameter {
     }
 }
 
-/// The SQS client for Stigg's queue: Stigg's credentials (refreshed by the identity cache before
-/// they expire), the queue's own region, and otherwise our SDK settings. Separate from our own
-/// clients, which keep the function's role.
+/// The SQS client for Stigg's queue: Stigg's credentials (cached by `identity`, which renews them
+/// before they expire and on demand), the queue's own region, and otherwise our SDK settings.
+/// Separate from our own clients, which keep the function's role.
 pub fn stigg_queue_client(
     sdk: &SdkConfig,
     credentials: crate::stigg::edge::EdgeCredentials,
     region: Option<&str>,
     endpoint: Option<&str>,
-    load_timeout: Duration,
+    identity: RenewableIdentityCache,
 ) -> aws_sdk_sqs::Client {
-    let cache = aws_config::identity::IdentityCache::lazy().load_timeout(load_timeout).build();
-    let mut config = aws_sdk_sqs::config::Builder::from(sdk).credentials_provider(credentials).identity_cache(cache);
+    let mut config = aws_sdk_sqs::config::Builder::from(sdk).credentials_provider(credentials).identity_cache(identity);
     if let Some(region) = region {
         config = config.region(aws_config::Region::new(region.to_owned()));
     }
@@ -131,4 +141,76 @@ pub fn stigg_queue_client(
         config = config.endpoint_url(endpoint);
     }
     aws_sdk_sqs::Client::from_conf(config.build())
+}
+
+/// The SDK's lazy identity cache, which can be emptied.
+///
+/// The lazy cache keeps credentials until shortly before their stated expiration and has no way
+/// to drop them earlier (aws-smithy-runtime `client/identity/cache/lazy.rs`: entries leave only
+/// by expiring). Credentials that the issuer revokes before then would be signed with until they
+/// expire. [`renew`](Self::renew) swaps in a new, empty lazy cache: the next request loads
+/// credentials from the provider again, and the SDK's renewal before expiry stays as it was.
+#[derive(Clone, Debug)]
+pub struct RenewableIdentityCache {
+    inner: std::sync::Arc<RenewableInner>,
+}
+
+#[derive(Debug)]
+struct RenewableInner {
+    load_timeout: Duration,
+    /// The cache in use and its generation (how many times it was renewed).
+    current: std::sync::RwLock<(u64, SharedIdentityCache)>,
+}
+
+impl RenewableIdentityCache {
+    /// `load_timeout`: how long one credentials load may take (see
+    /// [`crate::stigg::edge::load_timeout`]).
+    pub fn new(load_timeout: Duration) -> Self {
+        let current = std::sync::RwLock::new((0, Self::lazy(load_timeout)));
+        Self { inner: std::sync::Arc::new(RenewableInner { load_timeout, current }) }
+    }
+
+    fn lazy(load_timeout: Duration) -> SharedIdentityCache {
+        aws_config::identity::IdentityCache::lazy().load_timeout(load_timeout).build()
+    }
+
+    fn current(&self) -> SharedIdentityCache {
+        self.inner.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone()
+    }
+
+    /// The generation of the cache in use: read it before a call, give it to
+    /// [`renew`](Self::renew) when that call's credentials are rejected.
+    pub fn generation(&self) -> u64 {
+        self.inner.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).0
+    }
+
+    /// Empties the cache, unless it was already renewed since `seen` (another call, with the
+    /// same rejected credentials, got there first: its new credentials are kept). True when this
+    /// call renewed it.
+    pub fn renew(&self, seen: u64) -> bool {
+        let mut current = self.inner.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.0 != seen {
+            return false;
+        }
+        *current = (seen + 1, Self::lazy(self.inner.load_timeout));
+        true
+    }
+}
+
+/// The lazy cache needs a time source and a sleep implementation, which a client built from an
+/// `SdkConfig` always has; the SDK cannot check that through this wrapper (its config
+/// validation is sealed), hence the default, empty validations.
+impl ResolveCachedIdentity for RenewableIdentityCache {
+    fn resolve_cached_identity<'a>(
+        &'a self,
+        resolver: SharedIdentityResolver,
+        runtime_components: &'a RuntimeComponents,
+        config_bag: &'a ConfigBag,
+    ) -> IdentityFuture<'a> {
+        // The cache of this moment: a renewal while this load runs affects the next call only.
+        let cache = self.current();
+        IdentityFuture::new(
+            async move { cache.resolve_cached_identity(resolver, runtime_components, config_bag).await },
+        )
+    }
 }

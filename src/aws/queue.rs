@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
     SendMessageBatchRequestEntry,
 };
 
+use crate::aws::{ATTEMPT_TIMEOUT, OPERATION_TIMEOUT, RenewableIdentityCache};
 use crate::config::QueueUrl;
 
 /// The most one SQS message carries, body and message attributes together: 1 MiB since August
@@ -74,6 +75,8 @@ pub struct QueueError {
     operation: &'static str,
     queue: String,
     detail: String,
+    /// SQS's error code, when SQS answered with an error.
+    code: Option<String>,
     #[source]
     source: Box<dyn std::error::Error + Send + Sync>,
 }
@@ -84,18 +87,57 @@ impl QueueError {
         true
     }
 
+    /// SQS rejected the credentials that signed the call (see [`rejects_credentials`]).
+    pub fn credentials_rejected(&self) -> bool {
+        rejects_credentials(self.code.as_deref())
+    }
+
     pub(crate) fn sqs<E, R>(operation: &'static str, queue: &QueueUrl, err: SdkError<E, R>) -> Self
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
         Self {
             operation,
             queue: queue.as_str().to_owned(),
             detail: DisplayErrorContext(&err).to_string(),
+            code: err.code().map(str::to_owned),
             source: Box::new(err),
         }
     }
+}
+
+/// The error codes with which SQS refuses the credentials that signed a request although they
+/// have not reached their stated expiration, where credentials issued anew may pass:
+/// - `ExpiredToken` (the query protocol's code, which SQS's JSON protocol keeps in its
+///   `x-amzn-query-error` header) and `ExpiredTokenException` (its JSON name): the session
+///   token is no longer valid
+///   (<https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_temp_control-access_disable-perms.html>);
+/// - `InvalidClientTokenId`: the access key id no longer exists, e.g. its role was deleted
+///   (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/CommonErrors.html>),
+///   and `UnrecognizedClientException`, the JSON protocol's "security token included in the
+///   request is invalid";
+/// - `AccessDenied` / `AccessDeniedException`: the issuer revoked the role's sessions, which
+///   denies everything to credentials issued before the revocation and nothing to later ones
+///   (<https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_use_revoke-sessions.html>).
+///
+/// Not among them: `SignatureDoesNotMatch` and `IncompleteSignature` (how the request was
+/// signed, not whether the credentials still hold), `RequestExpired` (the request's timestamp:
+/// a clock skew), `KmsAccessDenied` (the queue's key policy), and S3's `InvalidAccessKeyId`,
+/// which SQS does not document.
+pub const REJECTED_CREDENTIALS: &[&str] = &[
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "AccessDenied",
+    "AccessDeniedException",
+];
+
+/// Whether an SQS error code says the request's credentials were refused (see
+/// [`REJECTED_CREDENTIALS`]).
+pub fn rejects_credentials(code: Option<&str>) -> bool {
+    code.is_some_and(|c| REJECTED_CREDENTIALS.contains(&c))
 }
 
 #[derive(Debug, Clone)]
@@ -220,15 +262,36 @@ pub type ReceiveError =
 pub struct SourceQueue {
     client: Client,
     url: QueueUrl,
+    /// The identity cache of `client`, when its credentials can be renewed on demand.
+    identity: Option<RenewableIdentityCache>,
 }
 
 impl SourceQueue {
     pub fn new(client: Client, url: QueueUrl) -> Self {
-        Self { client, url }
+        Self { client, url, identity: None }
+    }
+
+    /// `identity` is the cache `client` was built with (see [`crate::aws::stigg_queue_client`]):
+    /// [`renew_credentials`](Self::renew_credentials) empties it.
+    pub fn renewing(mut self, identity: RenewableIdentityCache) -> Self {
+        self.identity = Some(identity);
+        self
     }
 
     pub fn url(&self) -> &QueueUrl {
         &self.url
+    }
+
+    /// The generation of the credentials in use (read before a call, see
+    /// [`renew_credentials`](Self::renew_credentials)).
+    pub fn credentials_generation(&self) -> u64 {
+        self.identity.as_ref().map_or(0, RenewableIdentityCache::generation)
+    }
+
+    /// Drops the cached credentials, so the next call fetches new ones, unless another call
+    /// already did since `generation`. True when this call dropped them.
+    pub fn renew_credentials(&self, generation: u64) -> bool {
+        self.identity.as_ref().is_some_and(|identity| identity.renew(generation))
     }
 
     /// One long poll of up to ten messages, with their system attributes (`SentTimestamp`).
@@ -243,10 +306,6 @@ impl SourceQueue {
     ) -> Result<Vec<Message>, ReceiveError> {
         let operation = (wait + identity_allowance + Duration::from_secs(10)).min(within);
         let attempt = (wait + identity_allowance + Duration::from_secs(5)).min(operation);
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .operation_attempt_timeout(attempt)
-            .operation_timeout(operation)
-            .build();
         let out = self
             .client
             .receive_message()
@@ -256,15 +315,23 @@ impl SourceQueue {
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
             .customize()
-            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(bounded(attempt, operation)))
             .send()
             .await?;
         Ok(out.messages.unwrap_or_default())
     }
 
     /// Deletes messages by receipt handle in one `DeleteMessageBatch` (at most ten); one result
-    /// per handle, in order.
-    pub async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<Result<(), String>>, QueueError> {
+    /// per handle, in order. The usual limits plus `identity_allowance` (the credentials may be
+    /// due for renewal, which happens inside the attempt), all within `within`.
+    pub async fn delete(
+        &self,
+        receipt_handles: &[&str],
+        identity_allowance: Duration,
+        within: Duration,
+    ) -> Result<Vec<Result<(), String>>, QueueError> {
+        let operation = (OPERATION_TIMEOUT + identity_allowance).min(within);
+        let attempt = (ATTEMPT_TIMEOUT + identity_allowance).min(operation);
         let entries = receipt_handles
             .iter()
             .enumerate()
@@ -281,10 +348,35 @@ impl SourceQueue {
             .delete_message_batch()
             .queue_url(self.url.as_str())
             .set_entries(Some(entries))
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(bounded(attempt, operation)))
             .send()
             .await
             .map_err(|e| QueueError::sqs("DeleteMessageBatch", &self.url, e))?;
         let failed = out.failed().iter().map(|f| (f.id(), f.code(), f.message()));
         Ok(entry_results(receipt_handles.len(), out.successful().iter().map(|s| s.id()), failed))
+    }
+}
+
+fn bounded(attempt: Duration, operation: Duration) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(operation)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoked_expired_or_unknown_credentials_are_rejections_a_bad_signature_is_not() {
+        for code in ["ExpiredToken", "InvalidClientTokenId", "AccessDenied", "AccessDeniedException"] {
+            assert!(rejects_credentials(Some(code)), "{code}");
+        }
+        for code in ["SignatureDoesNotMatch", "RequestExpired", "KmsAccessDenied", "ThrottlingException"] {
+            assert!(!rejects_credentials(Some(code)), "{code}");
+        }
+        assert!(!rejects_credentials(None), "a transport failure is no rejection");
     }
 }

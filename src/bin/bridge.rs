@@ -38,15 +38,17 @@ async fn main() -> Result<(), Error> {
     let api = EdgeApi::new(&config.edge_api_url, EDGE_REQUEST_TIMEOUT);
     let credentials = EdgeCredentials::new(api, keys, config.stigg_queue.clone(), config.credentials_duration, backoff);
     let load_timeout = edge::load_timeout(backoff, EDGE_REQUEST_TIMEOUT);
+    // Renewable: Stigg may revoke credentials before their stated expiration.
+    let identity = aws::RenewableIdentityCache::new(load_timeout);
     let stigg = aws::stigg_queue_client(
         &sdk,
         credentials,
         config.stigg_queue.region(),
         config.stigg_sqs_endpoint.as_deref(),
-        load_timeout,
+        identity.clone(),
     );
     let bridge = Arc::new(Bridge::new(
-        SourceQueue::new(stigg, config.stigg_queue),
+        SourceQueue::new(stigg, config.stigg_queue).renewing(identity),
         EventQueue::new(aws_sdk_sqs::Client::new(&sdk), config.events_queue),
         config.wait,
         config.max_empty_polls.map(|n| n.get()),
@@ -66,8 +68,10 @@ async fn main() -> Result<(), Error> {
                 forwarded = report.forwarded,
                 unparseable = report.unparseable,
                 forward_failures = report.forward_failures,
+                deferred = report.deferred,
                 deleted = report.deleted,
                 delete_failures = report.delete_failures,
+                credentials_renewed = report.credentials_renewed,
                 "drained Stigg's queue"
             );
             metrics::flush();
@@ -77,6 +81,9 @@ async fn main() -> Result<(), Error> {
                     let what = match &e {
                         BridgeError::Credentials { refused: true, .. } => "Stigg refused the API key",
                         BridgeError::Credentials { .. } => "the Edge API gave no credentials",
+                        BridgeError::CredentialsRejected { .. } => {
+                            "Stigg's queue rejected the Edge API credentials, also new ones"
+                        }
                         BridgeError::Receive { .. } => "Stigg's queue could not be read",
                         BridgeError::Forward(_) => "our events queue refused the forward",
                         BridgeError::Delete(_) => "Stigg's queue refused the delete",

@@ -6,6 +6,10 @@
 //! any point leaves it in Stigg's queue, to reappear after that queue's visibility timeout and be
 //! forwarded again; the processor's claim runs its handlers once either way (and once for an
 //! event that also came by webhook: the key is the same).
+//!
+//! Credentials that Stigg's queue rejects before their stated expiration (revoked, see
+//! [`crate::queue::REJECTED_CREDENTIALS`]) are dropped and fetched anew, once per invocation, and
+//! the rejected call is made again; a second rejection ends the invocation with an error.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,20 +17,47 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::aws::queue::{EventQueue, FifoIds, Outbound, QueueError, ReceiveError, SourceQueue};
+use crate::aws::OPERATION_TIMEOUT;
+use crate::aws::queue::{EventQueue, FifoIds, Outbound, QueueError, ReceiveError, SourceQueue, rejects_credentials};
 use crate::stigg::edge::edge_error_in;
 use crate::stigg::event::{WebhookPayload, sha256_hex};
 
 /// The `source` attribute of every message the bridge forwards.
 pub const SOURCE: &str = "stigg-queue";
 
-/// Kept back from the deadline after the last poll: one forward and one delete, each bounded by
-/// the SDK's 5 s operation timeout (see [`crate::aws::timeouts`]).
-pub const FINISH_MARGIN: Duration = Duration::from_secs(10);
+/// What SQS accepts as one message, its body and its attributes' names, types and values
+/// together: 1 MiB
+/// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_MessageAttributeValue.html>).
+/// Stigg's queue holds messages up to the same size.
+pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
 
-/// What SQS accepts in one `SendMessageBatch`: 256 KiB for the whole batch (raised to 1 MiB in
-/// 2025; the older limit holds everywhere, including emulators).
-pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// What SQS accepts in one `SendMessageBatch`, all its messages together: also 1 MiB
+/// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html>).
+pub const MAX_BATCH_BYTES: usize = 1_048_576;
+
+/// The attributes the bridge leaves out, in this order, of a message that would not fit
+/// [`MAX_MESSAGE_BYTES`] with them. Each is redundant: `trace_id` and `event_type` repeat the
+/// body's `traceId` and `type`, the processor derives the key from the body when
+/// `idempotency_key` is missing (`processor::event_from_record`), and `source` only names the
+/// channel. The body is never touched.
+pub const DROPPABLE_ATTRIBUTES: [&str; 4] = ["trace_id", "event_type", "idempotency_key", "source"];
+
+/// Time kept for the invocation's answer (the report and the metrics) after the last call.
+const ANSWER_TIME: Duration = Duration::from_secs(1);
+
+/// What a delete may need: the call (SQS may reject its credentials), one renewal of the
+/// credentials (`identity_allowance`, the identity cache's load timeout), and the call again;
+/// each call within the SDK's operation timeout ([`OPERATION_TIMEOUT`]).
+pub fn delete_reserve(identity_allowance: Duration) -> Duration {
+    OPERATION_TIMEOUT + identity_allowance + OPERATION_TIMEOUT
+}
+
+/// Kept back from the deadline after the last poll: one forward (a `SendMessageBatch` within
+/// [`OPERATION_TIMEOUT`]) and then [`delete_reserve`]. With the bridge's 16 s identity
+/// allowance: 31 s.
+pub fn finish_margin(identity_allowance: Duration) -> Duration {
+    OPERATION_TIMEOUT + delete_reserve(identity_allowance)
+}
 
 /// One message of Stigg's, as it goes to our queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,16 +68,36 @@ pub struct Forward {
     pub fifo: FifoIds,
     /// Why the body is not a Stigg payload (forwarded as-is: the processor dead-letters it).
     pub unparseable: Option<String>,
+    /// Attributes left out so the message fits [`MAX_MESSAGE_BYTES`] (see
+    /// [`DROPPABLE_ATTRIBUTES`]).
+    pub left_out: Vec<&'static str>,
 }
 
 impl Forward {
-    /// What the batch limit counts: the body and the attributes' names, types and values.
+    /// What SQS's size limits count: the body (UTF-8 bytes) and the attributes' names, data
+    /// types and values.
     pub fn size(&self) -> usize {
         self.body.len() + self.attributes.iter().map(|(k, v)| k.len() + v.len() + "String".len()).sum::<usize>()
     }
 
     pub fn attribute(&self, name: &str) -> Option<&str> {
         self.attributes.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Leaves out [`DROPPABLE_ATTRIBUTES`], in order, until the message fits
+    /// [`MAX_MESSAGE_BYTES`]. A body too large on its own goes as it is, for SQS to refuse (the
+    /// message then stays in Stigg's queue, counted `forward_failed`).
+    fn fit(mut self) -> Self {
+        for name in DROPPABLE_ATTRIBUTES {
+            if self.size() <= MAX_MESSAGE_BYTES {
+                break;
+            }
+            if let Some(i) = self.attributes.iter().position(|(k, _)| *k == name) {
+                self.attributes.remove(i);
+                self.left_out.push(name);
+            }
+        }
+        self
     }
 
     fn outbound(&self) -> Outbound<'_> {
@@ -56,7 +107,8 @@ impl Forward {
 
 /// The message for our queue, with the receiver's attributes (`event_type`, `idempotency_key`,
 /// `trace_id`) and `source=stigg-queue`, and the receiver's FIFO ids (so SQS's own five-minute
-/// deduplication also covers an event that came both ways).
+/// deduplication also covers an event that came both ways). Attributes are left out, never the
+/// body, when the message would not fit SQS's limit otherwise (see [`DROPPABLE_ATTRIBUTES`]).
 pub fn forward_of(body: &str) -> Forward {
     let inner = match serde_json::from_str::<Value>(body) {
         Ok(Value::Object(mut fields)) if fields.get("Type").and_then(Value::as_str) == Some("Notification") => {
@@ -68,7 +120,7 @@ pub fn forward_of(body: &str) -> Forward {
         _ => None,
     };
     let payload_text = inner.as_deref().unwrap_or(body);
-    match WebhookPayload::parse(payload_text.as_bytes()) {
+    let forward = match WebhookPayload::parse(payload_text.as_bytes()) {
         Ok(payload) => {
             let mut attributes = vec![
                 ("event_type", payload.event_type.to_string()),
@@ -80,7 +132,7 @@ pub fn forward_of(body: &str) -> Forward {
             }
             let fifo =
                 FifoIds { group_id: payload.fifo_group_id(), deduplication_id: payload.key.fifo_deduplication_id() };
-            Forward { body: payload_text.to_owned(), attributes, fifo, unparseable: None }
+            Forward { body: payload_text.to_owned(), attributes, fifo, unparseable: None, left_out: vec![] }
         }
         Err(e) => Forward {
             body: body.to_owned(),
@@ -90,8 +142,10 @@ pub fn forward_of(body: &str) -> Forward {
                 deduplication_id: sha256_hex(body.as_bytes())[..64].into(),
             },
             unparseable: Some(e.to_string()),
+            left_out: vec![],
         },
-    }
+    };
+    forward.fit()
 }
 
 /// Splits forwards into `SendMessageBatch` calls: at most ten and [`MAX_BATCH_BYTES`] each.
@@ -122,8 +176,13 @@ pub struct DrainReport {
     /// Forwarded as-is because the body is not a Stigg payload.
     pub unparseable: usize,
     pub forward_failures: usize,
+    /// Received but not forwarded: too little time was left to forward and delete them before
+    /// the deadline. They reappear in Stigg's queue after its visibility timeout.
+    pub deferred: usize,
     pub deleted: usize,
     pub delete_failures: usize,
+    /// Times the cached credentials were dropped because Stigg's queue rejected them (0 or 1).
+    pub credentials_renewed: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +194,15 @@ pub enum BridgeError {
         refused: bool,
         #[source]
         source: ReceiveError,
+    },
+    /// Stigg's queue rejected the Edge API's credentials, and new ones (fetched once per
+    /// invocation) did not help or were already fetched this invocation.
+    #[error("Stigg's queue rejected the Edge API's credentials ({operation}), also after fetching new ones: {detail}")]
+    CredentialsRejected {
+        operation: &'static str,
+        detail: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("receiving from Stigg's queue failed: {detail}")]
     Receive {
@@ -151,11 +219,40 @@ pub enum BridgeError {
 
 impl BridgeError {
     fn from_receive(e: ReceiveError) -> Self {
+        use aws_sdk_sqs::error::ProvideErrorMetadata as _;
         let detail = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
-        match edge_error_in(&e) {
-            Some(edge) => Self::Credentials { detail: edge.to_string(), refused: edge.is_refused(), source: e },
-            None => Self::Receive { detail, source: e },
+        if let Some(edge) = edge_error_in(&e) {
+            return Self::Credentials { detail: edge.to_string(), refused: edge.is_refused(), source: e };
         }
+        if rejects_credentials(e.code()) {
+            return Self::CredentialsRejected { operation: "ReceiveMessage", detail, source: Box::new(e) };
+        }
+        Self::Receive { detail, source: e }
+    }
+
+    fn from_delete(e: QueueError) -> Self {
+        if e.credentials_rejected() {
+            let detail = e.to_string();
+            return Self::CredentialsRejected { operation: "DeleteMessageBatch", detail, source: Box::new(e) };
+        }
+        Self::Delete(e)
+    }
+}
+
+/// Whether this invocation may still drop Stigg's credentials and fetch new ones: once, so a
+/// queue that rejects every credential ends the invocation instead of asking the Edge API in a
+/// loop.
+struct Renewal {
+    available: bool,
+}
+
+impl Renewal {
+    fn once() -> Self {
+        Self { available: true }
+    }
+
+    fn take(&mut self) -> bool {
+        std::mem::take(&mut self.available)
     }
 }
 
@@ -168,7 +265,7 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// `identity_allowance`: how long fetching Stigg's credentials may take within one poll (the
+    /// `identity_allowance`: how long fetching Stigg's credentials may take within one call (the
     /// identity cache's load timeout, see [`crate::stigg::edge::load_timeout`]).
     pub fn new(
         source: SourceQueue,
@@ -180,12 +277,15 @@ impl Bridge {
         Self { source, target, wait: wait.min(Duration::from_secs(20)), max_empty_polls, identity_allowance }
     }
 
-    /// Polls, forwards and deletes until [`FINISH_MARGIN`] (or a third of the time, when less is
-    /// left) before `deadline`, or after `max_empty_polls` empty polls in a row. The report counts
-    /// what was done even when an error ended the drain.
+    /// Polls, forwards and deletes until [`finish_margin`] before `deadline` (31 s: a 60 s
+    /// invocation polls for 29 s), or after `max_empty_polls` empty polls in a row. An invocation
+    /// shorter than 1.5 margins keeps two thirds of its time instead, so it still polls for a
+    /// third. The report counts what was done even when an error ended the drain.
     pub async fn drain(&self, deadline: Instant) -> (DrainReport, Result<(), BridgeError>) {
         let mut report = DrainReport::default();
-        let margin = FINISH_MARGIN.min(deadline.saturating_duration_since(Instant::now()) / 3);
+        let margin =
+            finish_margin(self.identity_allowance).min(deadline.saturating_duration_since(Instant::now()) * 2 / 3);
+        let mut renewal = Renewal::once();
         let mut empty_in_a_row = 0;
         let result = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -193,13 +293,14 @@ impl Bridge {
                 break Ok(());
             }
             // Whole seconds (SQS's unit), never past the margin; the whole call (credentials
-            // included) also ends by the margin, so a forward and a delete still fit after it.
+            // included) also ends by the margin, so a forward and a delete (renewing its
+            // credentials if need be) still fit after it.
             let wait = self.wait.min(left - margin - Duration::from_secs(1));
             let wait = Duration::from_secs(wait.as_secs());
             report.polls += 1;
-            let messages = match self.source.receive(wait, self.identity_allowance, left - margin).await {
+            let messages = match self.receive(wait, left - margin, &mut renewal, &mut report).await {
                 Ok(messages) => messages,
-                Err(e) => break Err(BridgeError::from_receive(e)),
+                Err(e) => break Err(e),
             };
             if messages.is_empty() {
                 report.empty_polls += 1;
@@ -213,25 +314,94 @@ impl Bridge {
             empty_in_a_row = 0;
             crate::metrics::bridge_poll(true);
             report.received += messages.len();
-            if let Err(e) = self.forward_and_delete(&messages, &mut report).await {
+            if let Err(e) = self.forward_and_delete(&messages, deadline, margin, &mut renewal, &mut report).await {
                 break Err(e);
             }
         };
         (report, result)
     }
 
+    /// One poll; when Stigg's queue rejects the credentials and this invocation has not renewed
+    /// them yet, renews them and polls again (both polls within `within`).
+    async fn receive(
+        &self,
+        wait: Duration,
+        within: Duration,
+        renewal: &mut Renewal,
+        report: &mut DrainReport,
+    ) -> Result<Vec<aws_sdk_sqs::types::Message>, BridgeError> {
+        use aws_sdk_sqs::error::ProvideErrorMetadata as _;
+        let started = Instant::now();
+        let generation = self.source.credentials_generation();
+        let first = self.source.receive(wait, self.identity_allowance, within).await;
+        let result = match first {
+            Err(e)
+                if rejects_credentials(e.code()) && self.renew(renewal, generation, "ReceiveMessage", &e, report) =>
+            {
+                self.source.receive(wait, self.identity_allowance, within.saturating_sub(started.elapsed())).await
+            }
+            other => other,
+        };
+        result.map_err(|e| self.failed(BridgeError::from_receive(e)))
+    }
+
+    /// Drops the credentials SQS rejected, if this invocation still may: true when the call is
+    /// to be made again.
+    fn renew(
+        &self,
+        renewal: &mut Renewal,
+        generation: u64,
+        operation: &'static str,
+        error: &(dyn std::error::Error + 'static),
+        report: &mut DrainReport,
+    ) -> bool {
+        if !renewal.take() {
+            return false;
+        }
+        report.credentials_renewed += 1;
+        crate::metrics::bridge_credentials_rejected("renewed");
+        // false: a concurrent invocation already renewed them since this call began.
+        let dropped = self.source.renew_credentials(generation);
+        tracing::warn!(operation, dropped, error = %crate::error_chain(error),
+            "Stigg's queue rejected the Edge API credentials before their expiration; fetching new ones and trying once more");
+        true
+    }
+
+    /// Counts a rejection that no renewal fixed (the error ends the invocation).
+    fn failed(&self, e: BridgeError) -> BridgeError {
+        if matches!(e, BridgeError::CredentialsRejected { .. }) {
+            crate::metrics::bridge_credentials_rejected("failed");
+        }
+        e
+    }
+
     /// Forwards one poll's messages, then deletes from Stigg's queue exactly those SQS reported
-    /// sent. A batch refused whole stops the drain after the earlier batches' deletes.
+    /// sent. A batch refused whole stops the drain after the earlier batches' deletes. A batch
+    /// after the first starts only while `margin` is left before `deadline`, so the delete keeps
+    /// its [`delete_reserve`]; the messages not forwarded stay in Stigg's queue.
     async fn forward_and_delete(
         &self,
         messages: &[aws_sdk_sqs::types::Message],
+        deadline: Instant,
+        margin: Duration,
+        renewal: &mut Renewal,
         report: &mut DrainReport,
     ) -> Result<(), BridgeError> {
         let now = SystemTime::now();
         let forwards: Vec<Forward> = messages.iter().map(|m| forward_of(m.body().unwrap_or_default())).collect();
         let mut sent = Vec::with_capacity(messages.len());
         let mut refused = None;
-        for range in batches(&forwards) {
+        for (n, range) in batches(&forwards).into_iter().enumerate() {
+            if n > 0 && deadline.saturating_duration_since(Instant::now()) < margin {
+                let rest = forwards.len() - range.start;
+                report.deferred += rest;
+                crate::metrics::bridge_messages("deferred", rest);
+                tracing::warn!(
+                    messages = rest,
+                    "too little time left to forward and delete; left in Stigg's queue until its visibility timeout ends"
+                );
+                break;
+            }
             let outbound = forwards[range.clone()].iter().map(Forward::outbound).collect();
             let results = match self.target.send_batch(outbound).await {
                 Ok(results) => results,
@@ -258,6 +428,11 @@ impl Bridge {
                         if let Some(age) = sent_age(message, now) {
                             crate::metrics::bridge_message_age(age.as_secs_f64() * 1000.0);
                         }
+                        if !forward.left_out.is_empty() {
+                            tracing::info!(message_id = message.message_id(), bytes = forward.body.len(),
+                                left_out = ?forward.left_out,
+                                "forwarded without some attributes to fit SQS's 1 MiB; the body carries them");
+                        }
                         tracing::info!(
                             idempotency_key = key,
                             event_type = forward.attribute("event_type"),
@@ -276,7 +451,7 @@ impl Bridge {
                 }
             }
         }
-        let deleted = self.delete(&sent, report).await;
+        let deleted = self.delete(&sent, deadline, renewal, report).await;
         match (refused, deleted) {
             (Some(e), _) => Err(BridgeError::Forward(e)),
             (None, Err(e)) => Err(e),
@@ -284,11 +459,29 @@ impl Bridge {
         }
     }
 
-    async fn delete(&self, handles: &[&str], report: &mut DrainReport) -> Result<(), BridgeError> {
+    /// Deletes what was forwarded, before the deadline less [`ANSWER_TIME`]; when Stigg's queue
+    /// rejects the credentials and this invocation has not renewed them yet, renews them and
+    /// deletes again.
+    async fn delete(
+        &self,
+        handles: &[&str],
+        deadline: Instant,
+        renewal: &mut Renewal,
+        report: &mut DrainReport,
+    ) -> Result<(), BridgeError> {
         if handles.is_empty() {
             return Ok(());
         }
-        match self.source.delete(handles).await {
+        let within = || deadline.saturating_duration_since(Instant::now()).saturating_sub(ANSWER_TIME);
+        let generation = self.source.credentials_generation();
+        let first = self.source.delete(handles, self.identity_allowance, within()).await;
+        let result = match first {
+            Err(e) if e.credentials_rejected() && self.renew(renewal, generation, "DeleteMessageBatch", &e, report) => {
+                self.source.delete(handles, self.identity_allowance, within()).await
+            }
+            other => other,
+        };
+        match result {
             Ok(results) => {
                 for result in results {
                     match result {
@@ -305,7 +498,7 @@ impl Bridge {
             Err(e) => {
                 report.delete_failures += handles.len();
                 crate::metrics::bridge_messages("delete_failed", handles.len());
-                Err(BridgeError::Delete(e))
+                Err(self.failed(BridgeError::from_delete(e)))
             }
         }
     }
@@ -453,6 +646,160 @@ mod tests {
             assert_eq!((report.forwarded, report.forward_failures, report.deleted), (2, 1, 2), "{report:?}");
         }
 
+        /// SQS's answer to credentials revoked before their expiration (its JSON protocol, with
+        /// the query-compatible code in `x-amzn-query-error`).
+        fn access_denied() -> aws_smithy_runtime_api::http::Response {
+            let mut response = aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(403).unwrap(),
+                aws_smithy_types::body::SdkBody::from(
+                    r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"explicit deny"}"#,
+                ),
+            );
+            response.headers_mut().insert("x-amzn-query-error", "AccessDenied;Sender");
+            response
+        }
+
+        fn sent_all() -> SendMessageBatchOutput {
+            let ok = |id: String| {
+                SendMessageBatchResultEntry::builder().id(id).message_id("x").md5_of_message_body("y").build().unwrap()
+            };
+            SendMessageBatchOutput::builder()
+                .set_successful(Some((0..3).map(|i| ok(i.to_string())).collect()))
+                .set_failed(Some(vec![]))
+                .build()
+                .unwrap()
+        }
+
+        fn deleted_all() -> DeleteMessageBatchOutput {
+            DeleteMessageBatchOutput::builder()
+                .set_successful(Some(
+                    (0..3)
+                        .map(|i| DeleteMessageBatchResultEntry::builder().id(i.to_string()).build().unwrap())
+                        .collect(),
+                ))
+                .set_failed(Some(vec![]))
+                .build()
+                .unwrap()
+        }
+
+        #[tokio::test]
+        async fn a_receive_whose_credentials_are_rejected_is_made_again_once() {
+            let receive = mock!(Client::receive_message)
+                .sequence()
+                .http_response(access_denied)
+                .output(|| ReceiveMessageOutput::builder().set_messages(Some((0..3).map(message).collect())).build())
+                .output(|| ReceiveMessageOutput::builder().build())
+                .build();
+            let delete = mock!(Client::delete_message_batch).then_output(deleted_all);
+            let source = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&receive, &delete]);
+            let send = mock!(Client::send_message_batch).then_output(sent_all);
+            let target = mock_client!(aws_sdk_sqs, [&send]);
+            let bridge = Bridge::new(
+                SourceQueue::new(source, url("stigg")),
+                EventQueue::new(target, url("events")),
+                Duration::ZERO,
+                Some(1),
+                Duration::from_secs(1),
+            );
+            let (report, result) = bridge.drain(Instant::now() + Duration::from_secs(30)).await;
+            result.unwrap();
+            assert_eq!(receive.num_calls(), 3, "rejected, again at once with messages, then empty");
+            assert_eq!((report.credentials_renewed, report.forwarded, report.deleted), (1, 3, 3), "{report:?}");
+        }
+
+        #[tokio::test]
+        async fn credentials_rejected_again_after_the_renewal_end_the_drain_and_delete_nothing() {
+            let receive = mock!(Client::receive_message).then_http_response(access_denied);
+            let delete = mock!(Client::delete_message_batch).then_output(deleted_all);
+            let source = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&receive, &delete]);
+            let target = mock_client!(aws_sdk_sqs, []);
+            let bridge = Bridge::new(
+                SourceQueue::new(source, url("stigg")),
+                EventQueue::new(target, url("events")),
+                Duration::ZERO,
+                None,
+                Duration::from_secs(1),
+            );
+            let (report, result) = bridge.drain(Instant::now() + Duration::from_secs(30)).await;
+            match result {
+                Err(BridgeError::CredentialsRejected { operation: "ReceiveMessage", .. }) => {}
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(receive.num_calls(), 2, "the first rejection renews, the second ends the drain");
+            assert_eq!(delete.num_calls(), 0);
+            assert_eq!(report.credentials_renewed, 1);
+        }
+
+        #[tokio::test]
+        async fn a_delete_whose_credentials_are_rejected_is_made_again_once() {
+            let receive = mock!(Client::receive_message)
+                .sequence()
+                .output(|| ReceiveMessageOutput::builder().set_messages(Some((0..3).map(message).collect())).build())
+                .output(|| ReceiveMessageOutput::builder().build())
+                .build();
+            let delete =
+                mock!(Client::delete_message_batch).sequence().http_response(access_denied).output(deleted_all).build();
+            let source = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&receive, &delete]);
+            let send = mock!(Client::send_message_batch).then_output(sent_all);
+            let target = mock_client!(aws_sdk_sqs, [&send]);
+            let bridge = Bridge::new(
+                SourceQueue::new(source, url("stigg")),
+                EventQueue::new(target, url("events")),
+                Duration::ZERO,
+                Some(1),
+                Duration::from_secs(1),
+            );
+            let (report, result) = bridge.drain(Instant::now() + Duration::from_secs(30)).await;
+            result.unwrap();
+            assert_eq!(delete.num_calls(), 2);
+            assert_eq!((report.credentials_renewed, report.deleted, report.delete_failures), (1, 3, 0), "{report:?}");
+        }
+
+        #[tokio::test]
+        async fn a_further_batch_without_time_for_it_and_the_delete_stays_in_stiggs_queue() {
+            let messages: Vec<_> = (0..12).map(message).collect();
+            let delete =
+                mock!(Client::delete_message_batch).match_requests(|r| r.entries().len() == 10).then_output(|| {
+                    let ok = |i: usize| DeleteMessageBatchResultEntry::builder().id(i.to_string()).build().unwrap();
+                    DeleteMessageBatchOutput::builder()
+                        .set_successful(Some((0..10).map(ok).collect()))
+                        .set_failed(Some(vec![]))
+                        .build()
+                        .unwrap()
+                });
+            let source = mock_client!(aws_sdk_sqs, [&delete]);
+            let send = mock!(Client::send_message_batch).then_compute_output(|r| {
+                let ok = |e: &aws_sdk_sqs::types::SendMessageBatchRequestEntry| {
+                    SendMessageBatchResultEntry::builder()
+                        .id(e.id())
+                        .message_id("x")
+                        .md5_of_message_body("y")
+                        .build()
+                        .unwrap()
+                };
+                SendMessageBatchOutput::builder()
+                    .set_successful(Some(r.entries().iter().map(ok).collect()))
+                    .set_failed(Some(vec![]))
+                    .build()
+                    .unwrap()
+            });
+            let target = mock_client!(aws_sdk_sqs, [&send]);
+            let bridge = Bridge::new(
+                SourceQueue::new(source, url("stigg")),
+                EventQueue::new(target, url("events")),
+                Duration::ZERO,
+                None,
+                Duration::from_secs(1),
+            );
+            // Twelve messages, two batches; less than the margin left once the first is sent.
+            let (mut report, mut renewal) = (DrainReport::default(), Renewal::once());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let margin = Duration::from_secs(10);
+            bridge.forward_and_delete(&messages, deadline, margin, &mut renewal, &mut report).await.unwrap();
+            assert_eq!(send.num_calls(), 1, "the second batch is not started");
+            assert_eq!((report.forwarded, report.deferred, report.deleted), (10, 2, 10), "{report:?}");
+        }
+
         #[tokio::test]
         async fn a_batch_refused_whole_deletes_nothing_and_ends_the_drain() {
             let receive = mock!(Client::receive_message).then_output(|| {
@@ -491,17 +838,86 @@ mod tests {
             attributes: vec![],
             fifo: FifoIds { group_id: "g".into(), deduplication_id: "d".into() },
             unparseable: None,
+            left_out: vec![],
         }
     }
 
     #[test]
-    fn batches_hold_at_most_ten_messages_and_256_kib() {
+    fn batches_hold_at_most_ten_messages_and_1_mib() {
+        assert_eq!(MAX_BATCH_BYTES, 1_048_576, "SQS's documented limit, attributes included");
         let small: Vec<_> = (0..23).map(|_| sized(10)).collect();
         assert_eq!(batches(&small), vec![0..10, 10..20, 20..23]);
-        let big: Vec<_> = (0..4).map(|_| sized(100 * 1024)).collect();
+        let big: Vec<_> = (0..4).map(|_| sized(400 * 1024)).collect();
         assert_eq!(batches(&big), vec![0..2, 2..4]);
+        // 256 KiB each: four fit where the old 256 KiB limit sent one per call.
+        let quarter: Vec<_> = (0..5).map(|_| sized(256 * 1024)).collect();
+        assert_eq!(batches(&quarter), vec![0..4, 4..5]);
         // One message at the limit on its own still goes (SQS decides).
         assert_eq!(batches(&[sized(MAX_BATCH_BYTES), sized(1)]), vec![0..1, 1..2]);
         assert!(batches(&[]).is_empty());
+    }
+
+    /// A Stigg payload of exactly `bytes`, padded in a field of its own.
+    fn payload_of(bytes: usize) -> String {
+        let bare = json!({"type": "entitlements.updated", "messageId": "big-1", "traceId": "trace-big-1",
+            "customer": {"id": "customer-7"}, "padding": ""})
+        .to_string();
+        let padded = json!({"type": "entitlements.updated", "messageId": "big-1", "traceId": "trace-big-1",
+            "customer": {"id": "customer-7"}, "padding": "p".repeat(bytes - bare.len())})
+        .to_string();
+        assert_eq!(padded.len(), bytes);
+        padded
+    }
+
+    #[test]
+    fn a_700_kib_event_keeps_every_attribute() {
+        let f = forward_of(&payload_of(700 * 1024));
+        assert_eq!(f.body.len(), 700 * 1024);
+        assert!(f.left_out.is_empty(), "{:?}", f.left_out);
+        assert_eq!(f.attributes.len(), 4);
+        assert!(f.size() <= MAX_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn an_event_near_1_mib_goes_whole_with_only_the_attributes_that_fit() {
+        // Room for every attribute but the trace id (`name + "String" + value` each).
+        let small = forward_of(&payload_of(1000));
+        let attributes = small.size() - 1000;
+        let trace = "trace_id".len() + "String".len() + "trace-big-1".len();
+        let body = payload_of(MAX_MESSAGE_BYTES - (attributes - trace));
+        let f = forward_of(&body);
+        assert_eq!(f.body, body, "the body is never touched");
+        assert_eq!(f.left_out, ["trace_id"]);
+        assert!(f.size() <= MAX_MESSAGE_BYTES, "{}", f.size());
+        assert_eq!(f.attribute("idempotency_key"), Some("big-1"));
+
+        // No room for any attribute: the body alone, which SQS accepts.
+        let body = payload_of(MAX_MESSAGE_BYTES - 5);
+        let f = forward_of(&body);
+        assert_eq!(f.body, body);
+        assert_eq!(f.left_out, DROPPABLE_ATTRIBUTES);
+        assert_eq!(f.size(), body.len());
+    }
+
+    #[test]
+    fn without_its_idempotency_key_attribute_an_event_gets_the_same_key_from_its_body() {
+        use aws_lambda_events::event::sqs::SqsMessage;
+        for body in [payload_of(MAX_MESSAGE_BYTES - 5), r#"{"type":"customer.updated","id":"c-1"}"#.to_owned()] {
+            let key = WebhookPayload::parse(body.as_bytes()).unwrap().key;
+            let record: SqsMessage = serde_json::from_value(json!({"messageId": "m", "body": body})).unwrap();
+            assert!(record.message_attributes.is_empty());
+            let event = crate::processor::event_from_record(&record).unwrap();
+            assert_eq!(event.key, key, "the key the bridge would have sent as an attribute");
+        }
+    }
+
+    #[test]
+    fn the_finish_margin_holds_a_forward_and_a_delete_renewing_its_credentials() {
+        let allowance =
+            crate::stigg::edge::load_timeout(crate::stigg::edge::Backoff::default(), Duration::from_secs(5));
+        assert_eq!(allowance, Duration::from_secs(16));
+        // A forward, a rejected delete, a renewal, the delete again.
+        assert_eq!(delete_reserve(allowance), Duration::from_secs(5 + 16 + 5));
+        assert_eq!(finish_margin(allowance), Duration::from_secs(5 + 5 + 16 + 5));
     }
 }

@@ -171,10 +171,12 @@ impl StatusReport {
     pub fn record_metrics(&self) {
         for c in &self.components {
             if let Some(uptime) = c.uptime {
-                metrics::histogram!("StiggComponentUptime", "Component" => c.name.clone()).record(uptime);
+                let histogram = metrics::histogram!("StiggComponentUptime", "Component" => c.name.clone());
+                crate::metrics::record_distribution(histogram, uptime);
             }
         }
-        metrics::histogram!("StiggActiveIncidents").record(self.active_incidents().count() as f64);
+        let incidents = self.active_incidents().count() as f64;
+        crate::metrics::record_distribution(metrics::histogram!("StiggActiveIncidents"), incidents);
         for a in &self.anomalies {
             metrics::counter!("StiggStatusAnomalies", "Kind" => a.kind()).increment(1);
         }

@@ -379,6 +379,32 @@ pub fn emf_sum(lines: &[String], metric: &str, dimension: Option<(&str, &str)>) 
         .sum()
 }
 
+/// How many values of `metric` each EMF document carries (1 for a number, the length of an
+/// array), and the most any metric of any document carries: CloudWatch keeps at most 100 values
+/// per metric of a document.
+pub fn emf_value_counts(lines: &[String], metric: &str) -> (Vec<usize>, usize) {
+    let count = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(_) => 1,
+        serde_json::Value::Array(a) => a.len(),
+        _ => 0,
+    };
+    let documents: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["_aws"]["CloudWatchMetrics"].is_array())
+        .collect();
+    let most = documents
+        .iter()
+        .flat_map(|d| {
+            let names = d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().cloned().unwrap_or_default();
+            names.into_iter().map(move |m| count(&d[m["Name"].as_str().unwrap_or_default()]))
+        })
+        .max()
+        .unwrap_or(0);
+    let per_document = documents.iter().map(|d| count(&d[metric])).filter(|n| *n > 0).collect();
+    (per_document, most)
+}
+
 /// Visible plus in-flight messages (moto keeps both counts exact).
 pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> usize {
     let out = sqs

@@ -1,10 +1,11 @@
 //! Local stand-ins for Stigg's services, on 127.0.0.1: the Edge API's queue-credentials endpoint,
 //! a guard in front of the "Stigg queue" that admits only requests signed with credentials the
-//! stand-in issued and that have not expired, and the status page's component-impacts endpoint.
+//! stand-in issued, that have not expired and that Stigg has not revoked, and the status page's
+//! component-impacts endpoint.
 //! Used by the tests and by `make dev DURABLE=1` (examples/stigg-dev.rs includes this file).
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -111,6 +112,10 @@ struct EdgeState {
     requests: usize,
     /// Issued access key id -> (session token, expiration).
     issued: HashMap<String, (String, SystemTime)>,
+    /// Access key ids revoked before their expiration.
+    revoked: HashSet<String>,
+    /// Credentials are revoked as they are issued (a queue that admits none).
+    revoke_on_issue: bool,
     durations: Vec<String>,
 }
 
@@ -175,13 +180,32 @@ impl EdgeApiStandIn {
         self.state.lock().unwrap().durations.clone()
     }
 
-    /// Whether `access_key_id` + `token` were issued here and have not expired.
+    /// Stigg revokes every credential issued so far, before its stated expiration, as IAM's
+    /// "revoke active sessions" does for a role: credentials issued later are not affected.
+    pub fn revoke_issued(&self) {
+        let mut state = self.state.lock().unwrap();
+        let issued: Vec<String> = state.issued.keys().cloned().collect();
+        state.revoked.extend(issued);
+    }
+
+    /// Revokes one credential.
+    pub fn revoke(&self, access_key_id: &str) {
+        self.state.lock().unwrap().revoked.insert(access_key_id.to_owned());
+    }
+
+    /// While on, every credential issued is revoked at once.
+    pub fn revoke_on_issue(&self, on: bool) {
+        self.state.lock().unwrap().revoke_on_issue = on;
+    }
+
+    /// Whether `access_key_id` + `token` were issued here, have not expired and are not revoked.
     pub fn is_valid(&self, access_key_id: &str, token: Option<&str>) -> Result<(), &'static str> {
         let state = self.state.lock().unwrap();
         match state.issued.get(access_key_id) {
             None => Err("UnrecognizedClientException"),
             Some((issued_token, _)) if Some(issued_token.as_str()) != token => Err("InvalidClientTokenId"),
             Some((_, expiration)) if *expiration <= SystemTime::now() => Err("ExpiredToken"),
+            Some(_) if state.revoked.contains(access_key_id) => Err("AccessDenied"),
             Some(_) => Ok(()),
         }
     }
@@ -213,6 +237,9 @@ fn edge_answer(state: &Mutex<EdgeState>, parts: &hyper::http::request::Parts) ->
     let token = format!("edge-session-{n}-{}", uuid::Uuid::new_v4().simple());
     let expiration = SystemTime::now() + state.lifetime;
     state.issued.insert(access_key_id.clone(), (token.clone(), expiration));
+    if state.revoke_on_issue {
+        state.revoked.insert(access_key_id.clone());
+    }
     json_response(
         200,
         &json!({"accessKeyId": access_key_id, "secretAccessKey": format!("secret-{n}"),
@@ -220,14 +247,29 @@ fn edge_answer(state: &Mutex<EdgeState>, parts: &hyper::http::request::Parts) ->
     )
 }
 
+/// SQS's answer to a request signed with revoked credentials. Revoking a role's sessions attaches
+/// a deny-all policy for credentials issued before it
+/// (<https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_use_revoke-sessions.html>), so SQS
+/// answers `AccessDeniedException` (403, its JSON protocol) with the query-compatible code
+/// `AccessDenied` in `x-amzn-query-error`, which the SDK reports as the error's code.
+fn access_denied(akid: &str) -> Response<Full<Bytes>> {
+    let body = json!({"__type": "com.amazon.coral.service#AccessDeniedException",
+        "message": format!("User: {akid} is not authorized to perform: sqs:* with an explicit deny in an identity-based policy")});
+    let mut response = json_response(403, &body);
+    response.headers_mut().insert("x-amzn-query-error", "AccessDenied;Sender".parse().unwrap());
+    response
+}
+
 /// A proxy in front of the emulator that admits only requests signed with credentials the Edge
 /// API stand-in issued and that are still valid, answering others as SQS does (`ExpiredToken`,
-/// ...). It stands for Stigg's account: only Stigg's credentials open it.
+/// `AccessDenied` for revoked ones, ...). It stands for Stigg's account: only Stigg's credentials
+/// open it.
 #[derive(Clone)]
 pub struct SignatureGuard {
     addr: SocketAddr,
     refused: Arc<Mutex<Vec<String>>>,
     admitted: Arc<Mutex<HashMap<String, usize>>>,
+    revoke_after: Arc<Mutex<Option<String>>>,
 }
 
 impl SignatureGuard {
@@ -235,11 +277,12 @@ impl SignatureGuard {
         let upstream = upstream.trim_end_matches('/').to_owned();
         let refused: Arc<Mutex<Vec<String>>> = Arc::default();
         let admitted: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let revoke_after: Arc<Mutex<Option<String>>> = Arc::default();
         let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let (r, a) = (refused.clone(), admitted.clone());
+        let (r, a, ra) = (refused.clone(), admitted.clone(), revoke_after.clone());
         let handler: Handler = Arc::new(move |mut parts, body| {
-            let (edge, client, upstream, refused, admitted) =
-                (edge.clone(), client.clone(), upstream.clone(), r.clone(), a.clone());
+            let (edge, client, upstream, refused, admitted, revoke_after) =
+                (edge.clone(), client.clone(), upstream.clone(), r.clone(), a.clone(), ra.clone());
             Box::pin(async move {
                 let auth = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
                 let akid =
@@ -247,6 +290,9 @@ impl SignatureGuard {
                 let token = parts.headers.get("x-amz-security-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
                 if let Err(code) = edge.is_valid(&akid, token.as_deref()) {
                     refused.lock().unwrap().push(format!("{code} {akid}"));
+                    if code == "AccessDenied" {
+                        return access_denied(&akid);
+                    }
                     return json_response(
                         400,
                         &json!({"__type": format!("com.amazon.coral.service#{code}"), "message": "not signed with valid Stigg credentials"}),
@@ -254,21 +300,33 @@ impl SignatureGuard {
                 }
                 let target =
                     parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                *admitted.lock().unwrap().entry(target).or_default() += 1;
+                *admitted.lock().unwrap().entry(target.clone()).or_default() += 1;
                 let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
                 parts.uri = format!("{upstream}{path}").parse().unwrap();
-                match client.request(Request::from_parts(parts, Full::new(body))).await {
+                let response = match client.request(Request::from_parts(parts, Full::new(body))).await {
                     Ok(response) => {
                         let (parts, body) = response.into_parts();
                         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                         Response::from_parts(parts, Full::new(body))
                     }
                     Err(_) => Response::builder().status(502).body(Full::new(Bytes::new())).unwrap(),
+                };
+                let mut after = revoke_after.lock().unwrap();
+                if after.as_deref() == Some(target.as_str()) {
+                    *after = None;
+                    edge.revoke(&akid);
                 }
+                response
             })
         });
         let addr = serve("127.0.0.1:0", handler).await;
-        Self { addr, refused, admitted }
+        Self { addr, refused, admitted, revoke_after }
+    }
+
+    /// Once the next request for `target` (`AmazonSQS.ReceiveMessage`) is answered, Stigg revokes
+    /// the credentials that signed it: the call after it is the first to be rejected.
+    pub fn revoke_after_next(&self, target: &str) {
+        *self.revoke_after.lock().unwrap() = Some(target.to_owned());
     }
 
     pub fn url(&self) -> String {
