@@ -18,18 +18,15 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::aws::OPERATION_TIMEOUT;
-use crate::aws::queue::{EventQueue, FifoIds, Outbound, QueueError, ReceiveError, SourceQueue, rejects_credentials};
+use crate::aws::queue::{
+    EventQueue, FifoIds, MAX_MESSAGE_BYTES, Outbound, QueueError, RECEIVED_AT, ReceiveError, SourceQueue,
+    attributes_size, rejects_credentials,
+};
 use crate::stigg::edge::edge_error_in;
 use crate::stigg::event::{WebhookPayload, sha256_hex};
 
 /// The `source` attribute of every message the bridge forwards.
 pub const SOURCE: &str = "stigg-queue";
-
-/// What SQS accepts as one message, its body and its attributes' names, types and values
-/// together: 1 MiB
-/// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_MessageAttributeValue.html>).
-/// Stigg's queue holds messages up to the same size.
-pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
 
 /// What SQS accepts in one `SendMessageBatch`, all its messages together: also 1 MiB
 /// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html>).
@@ -40,7 +37,9 @@ pub const MAX_BATCH_BYTES: usize = 1_048_576;
 /// body's `traceId` and `type`, the processor derives the key from the body when
 /// `idempotency_key` is missing (`processor::event_from_record`), and `source` only names the
 /// channel. The body is never touched.
-pub const DROPPABLE_ATTRIBUTES: [&str; 4] = ["trace_id", "event_type", "idempotency_key", "source"];
+/// `received_at` goes second: without it a `customer.deleted` without a time falls back to
+/// `SentTimestamp` on our queue, a little later than Stigg's.
+pub const DROPPABLE_ATTRIBUTES: [&str; 5] = ["trace_id", RECEIVED_AT, "event_type", "idempotency_key", "source"];
 
 /// Time kept for the invocation's answer (the report and the metrics) after the last call.
 const ANSWER_TIME: Duration = Duration::from_secs(1);
@@ -77,7 +76,7 @@ impl Forward {
     /// What SQS's size limits count: the body (UTF-8 bytes) and the attributes' names, data
     /// types and values.
     pub fn size(&self) -> usize {
-        self.body.len() + self.attributes.iter().map(|(k, v)| k.len() + v.len() + "String".len()).sum::<usize>()
+        self.body.len() + attributes_size(&self.attributes)
     }
 
     pub fn attribute(&self, name: &str) -> Option<&str> {
@@ -110,6 +109,13 @@ impl Forward {
 /// deduplication also covers an event that came both ways). Attributes are left out, never the
 /// body, when the message would not fit SQS's limit otherwise (see [`DROPPABLE_ATTRIBUTES`]).
 pub fn forward_of(body: &str) -> Forward {
+    forward_received(body, None)
+}
+
+/// [`forward_of`], stamped with when Stigg's queue received the message (its `SentTimestamp`,
+/// epoch ms) as the receiver stamps what it accepts (`received_at`): the event's first time
+/// survives a dead letter and a redrive.
+pub fn forward_received(body: &str, received_at: Option<u64>) -> Forward {
     let inner = match serde_json::from_str::<Value>(body) {
         Ok(Value::Object(mut fields)) if fields.get("Type").and_then(Value::as_str) == Some("Notification") => {
             match fields.remove("Message") {
@@ -129,6 +135,9 @@ pub fn forward_of(body: &str) -> Forward {
             ];
             if let Some(trace_id) = payload.trace_id() {
                 attributes.push(("trace_id", trace_id.to_owned()));
+            }
+            if let Some(ms) = received_at {
+                attributes.push((RECEIVED_AT, ms.to_string()));
             }
             let fifo =
                 FifoIds { group_id: payload.fifo_group_id(), deduplication_id: payload.key.fifo_deduplication_id() };
@@ -388,7 +397,8 @@ impl Bridge {
         report: &mut DrainReport,
     ) -> Result<(), BridgeError> {
         let now = SystemTime::now();
-        let forwards: Vec<Forward> = messages.iter().map(|m| forward_of(m.body().unwrap_or_default())).collect();
+        let forwards: Vec<Forward> =
+            messages.iter().map(|m| forward_received(m.body().unwrap_or_default(), sent_millis(m))).collect();
         let mut sent = Vec::with_capacity(messages.len());
         let mut refused = None;
         for (n, range) in batches(&forwards).into_iter().enumerate() {
@@ -504,10 +514,14 @@ impl Bridge {
     }
 }
 
-/// How long ago Stigg's queue received the message (`SentTimestamp`, epoch milliseconds).
+/// When Stigg's queue received the message (`SentTimestamp`, epoch milliseconds).
+fn sent_millis(message: &aws_sdk_sqs::types::Message) -> Option<u64> {
+    message.attributes()?.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp)?.parse().ok()
+}
+
+/// How long ago Stigg's queue received the message.
 fn sent_age(message: &aws_sdk_sqs::types::Message, now: SystemTime) -> Option<Duration> {
-    let sent = message.attributes()?.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp)?;
-    let sent = SystemTime::UNIX_EPOCH + Duration::from_millis(sent.parse().ok()?);
+    let sent = SystemTime::UNIX_EPOCH + Duration::from_millis(sent_millis(message)?);
     now.duration_since(sent).ok()
 }
 
@@ -895,8 +909,11 @@ mod tests {
         let body = payload_of(MAX_MESSAGE_BYTES - 5);
         let f = forward_of(&body);
         assert_eq!(f.body, body);
-        assert_eq!(f.left_out, DROPPABLE_ATTRIBUTES);
+        let present: Vec<_> = DROPPABLE_ATTRIBUTES.into_iter().filter(|a| *a != RECEIVED_AT).collect();
+        assert_eq!(f.left_out, present, "forward_of stamps no received_at");
         assert_eq!(f.size(), body.len());
+        let stamped = forward_received(&payload_of(1000), Some(1_764_614_400_000));
+        assert_eq!(stamped.attribute(RECEIVED_AT), Some("1764614400000"));
     }
 
     #[test]
