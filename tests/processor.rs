@@ -55,7 +55,7 @@ impl Handler for Scripted {
                 Ok(())
             }
             Some("late_permanent") => {
-                tokio::time::sleep(Duration::from_millis(7_500)).await;
+                tokio::time::sleep(Duration::from_millis(6_500)).await;
                 Err(HandlerError::permanent("refused by a downstream rule"))
             }
             // Hung on a downstream call that never answers (only the first time).
@@ -497,7 +497,14 @@ async fn with_dynamodb_slowed_near_the_deadline_no_handler_runs_twice_and_no_rec
     let deadline = deadline_in(Duration::from_secs(16));
     let process = app.processor.process(&batch, deadline);
     let slow_down = async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Once the four claims are written (read past the proxy), so the slowdown hits only
+        // what follows the handlers.
+        for _ in 0..100 {
+            if app.res.items().await.len() == 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         app.slow_ddb.set(Fault::SlowRequests(Duration::from_millis(1_800)));
         app.slow_sqs.set(Fault::SlowRequests(Duration::from_millis(1_800)));
     };
@@ -524,4 +531,19 @@ async fn with_dynamodb_slowed_near_the_deadline_no_handler_runs_twice_and_no_rec
     assert_eq!(app.scripted.calls("k-dl-retry"), 2, "failed once, then succeeded");
     assert_eq!(app.scripted.calls("k-dl-slow"), 2, "cut off once, then succeeded");
     assert_eq!(drain(&app.res.sqs, &app.dlq).await.len(), 1, "the permanent failure, and only it, dead-lettered");
+}
+
+/// DynamoDB slower than the whole invocation: the claims cannot finish, and the batch still
+/// answers before the deadline with every record left for redelivery and no handler run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_dynamodb_slower_than_the_time_left_the_batch_still_answers_before_the_deadline() {
+    let app = spawn_two_handlers().await;
+    app.slow_ddb.set(Fault::SlowRequests(Duration::from_secs(10)));
+    let batch = [record("r-1", &event("k-cut-1", "ok")), record("r-2", &event("k-cut-2", "ok"))];
+    let deadline = deadline_in(Duration::from_secs(4));
+    let report = app.processor.process(&batch, deadline).await;
+    assert!(std::time::SystemTime::now() < deadline, "answered before the deadline");
+    assert_eq!(failed_ids(&report), ["r-1", "r-2"], "both left for redelivery");
+    assert_eq!(app.scripted.calls("k-cut-1") + app.second.runs("k-cut-2"), 0, "no handler ran unclaimed");
+    app.slow_ddb.set(Fault::Pass);
 }

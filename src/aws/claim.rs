@@ -221,7 +221,13 @@ impl IdempotencyStore {
             .await;
         let err = match result {
             Ok(out) => {
-                let done = done_handlers(out.attributes.as_ref(), now_s);
+                let old = out.attributes.as_ref();
+                if old.is_some_and(|o| o.contains_key(DONE_HANDLERS)) && done_handlers(old, now_s).is_empty() {
+                    // The record had expired (its key forgotten) but not yet been swept: its
+                    // progress belongs to that earlier life. Rare, so the extra write is here only.
+                    self.forget_done(&pk, &token).await;
+                }
+                let done = done_handlers(old, now_s);
                 return Ok(ClaimOutcome::Claimed(Claim { pk, token, done }));
             }
             Err(err) => err,
@@ -287,6 +293,27 @@ impl IdempotencyStore {
                 Err(StoreError::ClaimLost { pk: claim.pk })
             }
             Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
+        }
+    }
+
+    /// Removes an expired record's `done_handlers` under our claim, so that neither this attempt's
+    /// crash nor an SDK retry of the claim can honour them. Best effort: on failure the claim
+    /// still ignores them (see [`done_handlers`]), only a crash before completion would not.
+    async fn forget_done(&self, pk: &str, token: &str) {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table.as_str())
+            .key("pk", s(pk))
+            .update_expression("REMOVE #done")
+            .condition_expression("#token = :token")
+            .expression_attribute_names("#done", DONE_HANDLERS)
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":token", s(token))
+            .send()
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(pk, error = %DisplayErrorContext(&e), "an expired record's handler progress was not removed");
         }
     }
 

@@ -37,8 +37,13 @@
 //!   (the process killed, the record's claim never completed) still runs it again: make
 //!   side effects idempotent where that matters.
 //!
-//! A handler is known by [`Handler::name`] (its type's path by default): keep names stable across
-//! deploys, or a redelivery after a deploy runs a renamed handler again.
+//! A handler is known by [`Handler::name`]: the name recorded when it succeeded. Its default is
+//! the type's path (`std::any::type_name`), which Rust does not promise to keep across compiler
+//! versions; a redelivery after a deploy that renamed a handler (a refactoring, a new toolchain)
+//! runs it again. Override `name` with a fixed string for a handler whose repeat would hurt, as
+//! the built-ins do (`entitlement-mirror`, `logging`). Two registrations with one name are
+//! refused at cold start: register a handler once for several types with
+//! [`Handlers::on_types`], or give each its own name.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -86,7 +91,8 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, event: &StiggEvent) -> Result<(), HandlerError>;
 
     /// The name recorded when this handler succeeded and another of the same event failed, so a
-    /// redelivery skips it. Stable across deploys: the type's path unless overridden.
+    /// redelivery skips it. The type's path unless overridden: override it with a fixed string
+    /// to keep it across refactorings and compiler versions (see the module docs).
     fn name(&self) -> Cow<'static, str> {
         Cow::Borrowed(std::any::type_name::<Self>())
     }
@@ -161,7 +167,7 @@ impl Route {
 #[derive(Clone)]
 struct Registered {
     route: Route,
-    /// [`Handler::name`], with `#2`, `#3`... when a name is registered again.
+    /// [`Handler::name`], unique in the registry.
     name: String,
     handler: Arc<dyn Handler>,
 }
@@ -206,14 +212,15 @@ impl Handlers {
         self
     }
 
+    /// # Panics
+    /// When a handler of the same name is already registered: the records of which handlers
+    /// succeeded could not tell them apart (a numbered suffix would move with registration order).
     fn register(mut self, route: Route, handler: Arc<dyn Handler>) -> Self {
-        let base = handler.name().into_owned();
-        let mut name = base.clone();
-        let mut n = 1;
-        while self.routes.iter().any(|r| r.name == name) {
-            n += 1;
-            name = format!("{base}#{n}");
-        }
+        let name = handler.name().into_owned();
+        assert!(
+            !self.routes.iter().any(|r| r.name == name),
+            "two handlers named {name:?}: register it once with Handlers::on_types, or override Handler::name"
+        );
         self.routes.push(Registered { route, name, handler });
         self
     }
@@ -313,6 +320,10 @@ mod tests {
 
     #[async_trait]
     impl Handler for Record {
+        fn name(&self) -> Cow<'static, str> {
+            Cow::Borrowed(self.1)
+        }
+
         async fn handle(&self, _: &StiggEvent) -> Result<(), HandlerError> {
             self.0.lock().unwrap().push(self.1);
             Ok(())
@@ -391,13 +402,20 @@ mod tests {
     }
 
     #[test]
-    fn names_are_unique_and_default_to_the_type() {
+    fn names_default_to_the_type_and_the_built_ins_have_fixed_ones() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let handlers = Handlers::new().on_all(Fail).on_all(Fail).then(Handlers::new().on_all(Record(log, "r")));
+        let handlers =
+            Handlers::new().on_all(Fail).then(Handlers::new().on_all(Record(log, "r")).on_all(LoggingHandler));
         let names = handlers.names();
         assert!(names[0].ends_with("::Fail"), "{names:?}");
-        assert_eq!(names[1], format!("{}#2", names[0]));
-        assert!(names[2].ends_with("::Record"));
+        assert_eq!(names[1], "r", "overridden");
+        assert_eq!(names[2], "logging");
+    }
+
+    #[test]
+    #[should_panic(expected = "two handlers named")]
+    fn two_handlers_of_one_name_are_refused() {
+        let _ = Handlers::new().on(EventType::CustomerCreated, Fail).on(EventType::CustomerUpdated, Fail);
     }
 
     #[tokio::test]
