@@ -1,10 +1,15 @@
 //! The limits a real account applies, on the real binaries under the Lambda Runtime API emulator
-//! (against moto, which enforces SQS's 1 MiB like SQS does):
+//! (against moto):
 //! - an event up to what SQS carries is accepted, queued verbatim and processed once;
 //! - a larger one is refused with 413, nothing written, one WARN line with key, type and size,
 //!   and the `too_large` outcome its alarm reads;
 //! - one handler's permanent failure does not keep the others from running once, and a redrive
-//!   from the dead-letter queue runs only the handler that failed.
+//!   from the dead-letter queue runs only the handler that failed;
+//! - a batch of events that large stays far inside a 128 MB function's memory.
+//!
+//! moto refuses a body over 1 MiB as SQS does, but counts neither attributes nor bytes (it
+//! counts characters), so the attribute arithmetic is proved by unit tests
+//! (`receiver::tests::the_largest_accepted_body_with_the_largest_attributes…`).
 
 mod common;
 
@@ -165,4 +170,42 @@ async fn a_permanent_mirror_failure_leaves_the_other_handlers_run_once_and_a_red
     assert_eq!(lines_with(after, "stigg event").len(), 0, "the logging handler does not run again");
     assert_eq!(lines_with(after, "handler failed permanently").len(), 1, "only the mirror ran (and failed again)");
     assert_eq!(drain(&res.sqs, &dlq).await.len(), 1, "back in the dead-letter queue, named again");
+}
+
+/// Peak resident memory of a process (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
+    kb / 1024.0
+}
+
+/// Lambda cuts an SQS batch at its 6 MB payload: five events of ~1 MiB is about the most one
+/// invocation carries. Processed at once (record concurrency 10) with the mirror on, the
+/// processor must stay well inside the template's 128 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_five_one_mib_events_stays_far_inside_128_mb() {
+    let res = Resources::create(false).await;
+    let dlq = create_queue(&res.sqs, &unique("dlq"), false).await;
+    let mirror = create_mirror_table(&res.ddb).await;
+    for i in 0..5 {
+        let body = event_of_size(&format!("k-mib-{i}"), stigg_webhooks::queue::MAX_EVENT_BYTES - 40 * 1024);
+        res.sqs.send_message().queue_url(res.queue.as_str()).message_body(body).send().await.unwrap();
+    }
+    let messages = res.drain().await;
+    assert_eq!(messages.len(), 5);
+    let records: Vec<Value> = messages.iter().map(|m| lambda_record(m, SOURCE_ARN)).collect();
+    let batch = json!({"Records": records});
+    assert!(batch.to_string().len() < 6_000_000, "what Lambda would hand over in one invocation");
+
+    let api = RuntimeApi::start(Duration::from_secs(120)).await;
+    let mut env = processor_env(&res, &dlq);
+    env.retain(|(k, _)| *k != "AWS_LAMBDA_LOG_LEVEL");
+    env.push(("ENTITLEMENT_MIRROR_TABLE", mirror.as_str().to_owned()));
+    let processor = FunctionProcess::spawn(binary("processor").as_path(), &api, &env);
+    let out = api.invoke(&batch, Duration::from_secs(120)).await.expect("processor answers");
+    assert_eq!(out["batchItemFailures"], json!([]), "{out}");
+    let peak = peak_rss_mib(processor.pid());
+    println!("processor peak RSS with five ~1 MiB events and the mirror: {peak:.1} MiB");
+    assert!(peak < 96.0, "peak RSS {peak:.1} MiB leaves too little of 128 MB");
+    assert_eq!(lines_with(&processor.settled_lines().await, "event processed").len(), 5);
 }
