@@ -577,6 +577,9 @@ pub struct StiggEvent {
     pub trace_id: Option<String>,
     pub timestamp: Option<String>,
     pub customer_id: Option<String>,
+    /// When the message reached our queue (SQS's `SentTimestamp`), for events that carry no time
+    /// of their own: an event is never older than its own delivery. `None` outside SQS.
+    pub sent_at: Option<std::time::SystemTime>,
     fields: Map<String, Value>,
     raw: String,
 }
@@ -588,6 +591,7 @@ impl StiggEvent {
             trace_id: payload.trace_id().map(str::to_owned),
             timestamp: payload.timestamp().map(str::to_owned),
             customer_id: payload.customer_id().map(str::to_owned),
+            sent_at: None,
             key: payload.key,
             event_type: payload.event_type,
             fields: payload.fields,
@@ -598,6 +602,11 @@ impl StiggEvent {
     /// Parses a raw Stigg payload (tests, tools).
     pub fn parse(raw: &str) -> Result<Self, PayloadError> {
         Ok(Self::new(WebhookPayload::parse(raw.as_bytes())?, raw.to_owned()))
+    }
+
+    pub fn with_sent_at(mut self, sent_at: Option<std::time::SystemTime>) -> Self {
+        self.sent_at = sent_at;
+        self
     }
 
     /// Every top-level field of the payload.
