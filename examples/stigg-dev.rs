@@ -774,7 +774,7 @@ async fn mirror(args: MirrorArgs) -> Result<(), Error> {
         let started = Instant::now();
         let access = mirror.check(&args.customer, resource, feature, args.requested).await?;
         println!("{}", serde_json::to_string_pretty(&access)?);
-        eprintln!("(one GetItem, {:.1} ms)", started.elapsed().as_secs_f64() * 1000.0);
+        eprintln!("(the feature's item, {:.1} ms)", started.elapsed().as_secs_f64() * 1000.0);
         return Ok(());
     }
     let Some(snapshot) = mirror.entitlements(&args.customer, resource).await? else {

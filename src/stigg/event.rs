@@ -647,7 +647,7 @@ impl StiggEvent {
         Ok(Self::new(WebhookPayload::parse(raw.as_bytes())?, raw.to_owned()))
     }
 
-    /// The same event, stamped with the time its queue received it.
+    /// The same event, stamped with the time it first reached us (see [`Self::sent_at`]).
     pub fn with_sent_at(mut self, sent_at: Option<std::time::SystemTime>) -> Self {
         self.sent_at = sent_at;
         self
