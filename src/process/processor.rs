@@ -190,6 +190,19 @@ impl Budget {
     }
 }
 
+/// The most record bodies handled at once, in KiB. A record's parsed payload and what a handler
+/// builds from it (the mirror: an item per feature) take several times the body's size: four
+/// ~1 MiB entitlement snapshots at once took 132 MiB, over a 128 MB function
+/// (`limits a_batch_of_four_one_mib_events…`). Small events (a few KiB) still run
+/// `max_concurrency` at once; large ones one or two at a time.
+pub const BODY_KIB_IN_FLIGHT: u32 = 1536;
+
+/// What a record's body weighs against [`BODY_KIB_IN_FLIGHT`]: its KiB, at least 1, at most all.
+fn body_kib(record: &SqsMessage) -> u32 {
+    let kib = record.body.as_deref().map_or(0, str::len).div_ceil(1024);
+    u32::try_from(kib).unwrap_or(u32::MAX).clamp(1, BODY_KIB_IN_FLIGHT)
+}
+
 /// The processor with its clients and handlers, built once per cold start.
 pub struct Processor {
     store: IdempotencyStore,
@@ -225,13 +238,16 @@ impl Processor {
         let outcomes = if fifo {
             self.process_in_order(records, budget).await
         } else {
-            // At most `max_concurrency` records in flight; join_all keeps record order.
+            // At most `max_concurrency` records in flight, and at most BODY_BYTES_IN_FLIGHT of
+            // their bodies; join_all keeps record order.
             let permits = tokio::sync::Semaphore::new(self.max_concurrency);
-            let permits = &permits;
+            let bytes = tokio::sync::Semaphore::new(BODY_KIB_IN_FLIGHT as usize);
+            let (permits, bytes) = (&permits, &bytes);
             let records: Vec<_> = records
                 .iter()
                 .map(|r| async move {
                     let _permit = permits.acquire().await.expect("the semaphore is never closed");
+                    let _bytes = bytes.acquire_many(body_kib(r)).await.expect("the semaphore is never closed");
                     self.process_record(r, budget).await
                 })
                 .collect();
