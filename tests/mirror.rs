@@ -418,6 +418,23 @@ async fn a_redelivered_deletion_or_snapshot_finishes_what_the_failed_attempt_sta
     assert!(mirror.entitlements("c-snap", None).await.unwrap().is_none(), "the redelivery saw the deletion");
     let access = mirror.check("c-snap", None, "f0", 0.0).await.unwrap();
     assert_eq!(access.deny_reason, Some(DenyReason::CustomerNotFound), "its feature went too");
+
+    // A snapshot whose first attempt wrote its header, then was swept by a newer deletion, then
+    // wrote features after the sweep and was cut off: its redelivery's header is refused, and
+    // the features it left must not keep granting access to the deleted customer.
+    let body = snapshot_event("c-late", None, T0, &[(0, 1.0), (1, 2.0)]);
+    handler.handle(&StiggEvent::parse(&body).unwrap()).await.unwrap();
+    handler.handle(&StiggEvent::parse(&deletion_event("c-late", T0 + 1000)).unwrap()).await.unwrap();
+    let write = stigg_webhooks::mirror::SnapshotWrite::from_event(&StiggEvent::parse(&body).unwrap()).unwrap();
+    for item in write.items(0).unwrap().into_iter().filter(|i| i["sk"].as_s().is_ok_and(|k| k.starts_with("feature#")))
+    {
+        ddb.put_item().table_name(table.as_str()).set_item(Some(item)).send().await.unwrap();
+    }
+    let leaked = mirror.check("c-late", None, "f0", 0.0).await.unwrap();
+    assert!(leaked.has_access, "the first attempt's late feature writes");
+    handler.handle(&StiggEvent::parse(&body).unwrap()).await.unwrap();
+    let access = mirror.check("c-late", None, "f0", 0.0).await.unwrap();
+    assert!(!access.has_access, "the redelivery took its own features back out");
 }
 
 /// Up to what SQS carries (1 MiB): 3,000 features of this suite's entitlement shape are a

@@ -462,8 +462,16 @@ impl MirrorStore {
             .iter()
             .map(|(id, e)| Ok((id.clone(), snapshot.feature_item(id, e)?)))
             .collect::<Result<Vec<_>, MirrorError>>()?;
-        let Some(old_header) = self.write_header(snapshot).await? else {
-            return Ok(WriteOutcome::Stale);
+        let old_header = match self.write_header(snapshot).await? {
+            HeaderWrite::Written(old) => old,
+            // Deleted after this snapshot's time: an earlier attempt of this same event may have
+            // written features before the deletion's sweep and been cut off; take them back out
+            // (a Query, only on this rare path), or they would grant a deleted customer access.
+            HeaderWrite::Refused { deleted_at: Some(deleted_at) } if deleted_at >= snapshot.at_ms => {
+                self.retract(snapshot, Some(deleted_at)).await?;
+                return Ok(WriteOutcome::AfterDeletion);
+            }
+            HeaderWrite::Refused { .. } => return Ok(WriteOutcome::Stale),
         };
         let legacy = legacy_usages(&old_header);
         let all_written = self.write_features(snapshot, features, &legacy).await?;
@@ -493,7 +501,7 @@ impl MirrorStore {
     }
 
     /// The header, under the snapshot's condition: the header as it was before (`None`: stale).
-    async fn write_header(&self, snapshot: &SnapshotWrite) -> Result<Option<Item>, MirrorError> {
+    async fn write_header(&self, snapshot: &SnapshotWrite) -> Result<HeaderWrite, MirrorError> {
         let (e, set) = Expression::default().set_all(snapshot.header(now_ms()));
         // Schema 1's `features` map goes: a header holds no features.
         let e = e
@@ -512,12 +520,21 @@ impl MirrorStore {
             // The old item costs no read units
             // (<https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html>).
             .return_values(ReturnValue::AllOld)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::None)
+            // On refusal too, at no read cost: was the customer deleted after this snapshot?
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
-            Err(e) if is_conditional_failure(&e) => Ok(None),
+            Ok(out) => Ok(HeaderWrite::Written(out.attributes.unwrap_or_default())),
+            Err(e) if is_conditional_failure(&e) => {
+                let old = match e.into_service_error() {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                        c.item
+                    }
+                    _ => None,
+                };
+                Ok(HeaderWrite::Refused { deleted_at: old.as_ref().and_then(|i| number_of(i, "deletedAt")) })
+            }
             Err(e) => Err(MirrorError::dynamo("UpdateItem", e)),
         }
     }
@@ -1057,28 +1074,53 @@ impl MirrorHandler {
     }
 }
 
+/// How a snapshot's header write ended.
+enum HeaderWrite {
+    /// Written; the header as it was before.
+    Written(Item),
+    /// Refused (an equal or newer snapshot, or a deletion newer than this one); the stored
+    /// header's `deletedAt`, when it has one.
+    Refused { deleted_at: Option<i64> },
+}
+
 /// When a usage event or a deletion happened (epoch ms, and as ISO 8601). Stigg's reference
 /// says `timestamp` may be omitted, so: `timestamp`, else the `updatedAt` of what the event is
 /// about (at the top level, else in its nested object: the deleted customer, the exceeded
 /// entitlement; a usage event's customer's `updatedAt` says nothing of the usage), else when SQS
-/// received the message (`SentTimestamp`): later than the truth, never earlier, so a deletion
-/// still beats every snapshot that preceded it. Only an event with none of these is malformed.
+/// first reached us (`sent_at`: the receiver's or the bridge's `received_at`, else SQS's
+/// `SentTimestamp`): later than the truth, never earlier, so a deletion still beats every
+/// snapshot that preceded it. A deletion takes the later of its `updatedAt` and its delivery: a
+/// customer's `updatedAt` is its record's last edit, which can be older than its last snapshot.
+/// Only an event with none of these is malformed.
 fn event_time(event: &StiggEvent) -> Result<(i64, String), MirrorError> {
     let fields = event.fields();
     let nested = if event.event_type == EventType::CustomerDeleted { "customer" } else { "entitlement" };
-    let candidates = [
-        event.timestamp.as_deref(),
+    if let Some(ms) = event.timestamp.as_deref().and_then(epoch_millis) {
+        return Ok((ms, event.timestamp.clone().unwrap_or_default()));
+    }
+    let updated = [
         fields.get("updatedAt").and_then(Value::as_str),
         fields.get(nested).and_then(|v| v.get("updatedAt")).and_then(Value::as_str),
-    ];
-    if let Some((ms, iso)) = candidates.into_iter().flatten().find_map(|iso| Some((epoch_millis(iso)?, iso))) {
-        return Ok((ms, iso.to_owned()));
-    }
-    let sent = event.sent_at.ok_or_else(|| {
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|iso| Some((epoch_millis(iso)?, iso.to_owned())));
+    let sent = event.sent_at.map(|t| {
+        (
+            t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+            crate::metrics::rfc3339(t),
+        )
+    });
+    let chosen = match (updated, sent) {
+        // A customer's `updatedAt` is its record's last edit, which can be older than its last
+        // snapshot: a deletion is never older than its own delivery.
+        (Some(u), Some(s)) if event.event_type == EventType::CustomerDeleted => Some(if s.0 > u.0 { s } else { u }),
+        (Some(u), _) => Some(u),
+        (None, s) => s,
+    };
+    chosen.ok_or_else(|| {
         MirrorError::Malformed("no time: no ISO 8601 timestamp or updatedAt, and no SQS SentTimestamp".into())
-    })?;
-    let ms = sent.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    Ok((ms, crate::metrics::rfc3339(sent)))
+    })
 }
 
 #[async_trait]
@@ -1266,11 +1308,13 @@ mod tests {
                 r#"{"type":"customer.deleted","id":"c","timestamp":"2026-09-21T14:13:20.000Z","updatedAt":"2020-01-01T00:00:00Z"}"#,
                 1_790_000_000_000,
             ),
-            (r#"{"type":"customer.deleted","id":"c","updatedAt":"2026-09-21T14:13:21.000Z"}"#, 1_790_000_001_000),
+            // A deletion is never older than its delivery: the later of the two.
+            (r#"{"type":"customer.deleted","id":"c","updatedAt":"2026-09-21T14:13:21.000Z"}"#, 1_790_000_009_000),
             (
                 r#"{"type":"customer.deleted","id":"c","customer":{"updatedAt":"2026-09-21T14:13:22.000Z"}}"#,
-                1_790_000_002_000,
+                1_790_000_009_000,
             ),
+            (r#"{"type":"customer.deleted","id":"c","updatedAt":"2026-09-21T14:13:30.000Z"}"#, 1_790_000_010_000),
             (r#"{"type":"customer.deleted","id":"c","timestamp":"soon"}"#, 1_790_000_009_000),
             (r#"{"type":"customer.deleted","id":"c"}"#, 1_790_000_009_000),
             (r#"{"type":"entitlement.usage_exceeded","updatedAt":"2026-09-21T14:13:21.000Z"}"#, 1_790_000_001_000),
