@@ -603,6 +603,17 @@ mod tests {
             QueueUrl::parse(&format!("https://sqs.eu-west-1.amazonaws.com/1/{name}")).unwrap()
         }
 
+        /// A bridge between two mocked clients: Stigg's queue and ours, no wait, a 1 s allowance.
+        fn mocked_bridge(source: aws_sdk_sqs::Client, target: aws_sdk_sqs::Client, max_empty: Option<usize>) -> Bridge {
+            Bridge::new(
+                SourceQueue::new(source, url("stigg")),
+                EventQueue::new(target, url("events")),
+                Duration::ZERO,
+                max_empty,
+                Duration::from_secs(1),
+            )
+        }
+
         #[tokio::test]
         async fn only_the_messages_sqs_reports_sent_are_deleted_from_stiggs_queue() {
             let receive = mock!(Client::receive_message)
@@ -647,13 +658,7 @@ mod tests {
                     .unwrap()
             });
             let target = mock_client!(aws_sdk_sqs, [&send]);
-            let bridge = Bridge::new(
-                SourceQueue::new(source, url("stigg")),
-                EventQueue::new(target, url("events")),
-                Duration::ZERO,
-                Some(1),
-                Duration::from_secs(1),
-            );
+            let bridge = mocked_bridge(source, target, Some(1));
             let (report, result) = bridge.drain(Instant::now() + Duration::from_secs(30)).await;
             result.unwrap();
             assert_eq!(delete.num_calls(), 1, "one delete, of exactly the two sent");
@@ -708,13 +713,7 @@ mod tests {
             let source = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&receive, &delete]);
             let send = mock!(Client::send_message_batch).then_output(sent_all);
             let target = mock_client!(aws_sdk_sqs, [&send]);
-            let bridge = Bridge::new(
-                SourceQueue::new(source, url("stigg")),
-                EventQueue::new(target, url("events")),
-                Duration::ZERO,
-                Some(1),
-                Duration::from_secs(1),
-            );
+            let bridge = mocked_bridge(source, target, Some(1));
             let (report, result) = bridge.drain(Instant::now() + Duration::from_secs(30)).await;
             result.unwrap();
             assert_eq!(receive.num_calls(), 3, "rejected, again at once with messages, then empty");
@@ -727,13 +726,7 @@ mod tests {
             let delete = mock!(Client::delete_message_batch).then_output(deleted_all);
             let source = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&receive, &delete]);
             let target = mock_client!(aws_sdk_sqs, []);
-            let bridge = Bridge::new(
-                SourceQueue::new(source, url("stigg")),
-                EventQueue::new(target, url("events")),
-                Duration::ZERO,
-                None,
-                Duration::from_secs(1),
-            );
+            let bridge = mocked_bridge(source, target, None);
             let (report, result) = bridge.drain(Instant::now() + Duration::from_secs(30)).await;
             match result {
                 Err(BridgeError::CredentialsRejected { operation: "ReceiveMessage", .. }) => {}
@@ -756,13 +749,7 @@ mod tests {
             let source = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&receive, &delete]);
             let send = mock!(Client::send_message_batch).then_output(sent_all);
             let target = mock_client!(aws_sdk_sqs, [&send]);
-            let bridge = Bridge::new(
-                SourceQueue::new(source, url("stigg")),
-                EventQueue::new(target, url("events")),
-                Duration::ZERO,
-                Some(1),
-                Duration::from_secs(1),
-            );
+            let bridge = mocked_bridge(source, target, Some(1));
             let (report, result) = bridge.drain(Instant::now() + Duration::from_secs(30)).await;
             result.unwrap();
             assert_eq!(delete.num_calls(), 2);
@@ -798,13 +785,7 @@ mod tests {
                     .unwrap()
             });
             let target = mock_client!(aws_sdk_sqs, [&send]);
-            let bridge = Bridge::new(
-                SourceQueue::new(source, url("stigg")),
-                EventQueue::new(target, url("events")),
-                Duration::ZERO,
-                None,
-                Duration::from_secs(1),
-            );
+            let bridge = mocked_bridge(source, target, None);
             // Twelve messages, two batches; less than the margin left once the first is sent.
             let (mut report, mut renewal) = (DrainReport::default(), Renewal::once());
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -831,13 +812,7 @@ mod tests {
                 )
             });
             let target = mock_client!(aws_sdk_sqs, [&send]);
-            let bridge = Bridge::new(
-                SourceQueue::new(source, url("stigg")),
-                EventQueue::new(target, url("events")),
-                Duration::ZERO,
-                None,
-                Duration::from_secs(1),
-            );
+            let bridge = mocked_bridge(source, target, None);
             let (report, result) = bridge.drain(Instant::now() + Duration::from_secs(30)).await;
             assert!(matches!(result, Err(BridgeError::Forward(_))), "{result:?}");
             assert_eq!(delete.num_calls(), 0);
