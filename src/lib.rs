@@ -46,7 +46,9 @@ pub mod process {
 
 pub mod stigg {
     //! Stigg's domain: events, keys, types, typed views; and Stigg's services we call: the Edge
-    //! API's queue credentials ([`edge`]) and the status page ([`status`]).
+    //! API's queue credentials ([`edge`]), the status page ([`status`]) and the API the
+    //! entitlement mirror fills itself from ([`api`]).
+    pub mod api;
     pub mod edge;
     pub mod event;
     pub mod status;

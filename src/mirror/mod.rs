@@ -77,10 +77,11 @@
 mod access;
 mod reader;
 mod store;
+pub mod sync;
 
 pub use access::{Access, DenyReason, FeatureEntitlement, FeatureKind, Snapshot};
 pub use reader::{Mirror, feature_from_item, snapshot_from_item};
-pub use store::{MirrorError, MirrorHandler, MirrorStore, SnapshotWrite, WriteOutcome, item_size};
+pub use store::{API_MESSAGE_PREFIX, MirrorError, MirrorHandler, MirrorStore, SnapshotWrite, WriteOutcome, item_size};
 
 /// `customer#<id>`.
 pub fn partition_key(customer: &str) -> String {

@@ -16,6 +16,7 @@ use serde_json::{Map, Number, Value};
 use super::{MAX_ITEM_BYTES, TOMBSTONE, epoch_millis, feature_prefix, feature_sort_key, partition_key, sort_key};
 use crate::config::TableName;
 use crate::process::handler::{Handler, HandlerError};
+use crate::stigg::api::EntitlementsState;
 use crate::stigg::event::{EventType, StiggEvent};
 
 pub const SCHEMA_VERSION: i64 = 2;
@@ -236,16 +237,25 @@ impl SnapshotWrite {
             .to_owned();
         let at_ms = epoch_millis(&at_iso)
             .ok_or_else(|| MirrorError::Malformed("entitlementsUpdatedAt is not ISO 8601".into()))?;
-        let mut features = BTreeMap::new();
-        for (i, e) in fields.get("entitlements").and_then(Value::as_array).into_iter().flatten().enumerate() {
-            let id = e
-                .get("feature")
-                .and_then(|f| f.get("id"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| MirrorError::Malformed(format!("entitlements[{i}] has no feature.id")))?;
-            features.insert(id.to_owned(), e.clone());
-        }
+        let features = features_of(fields.get("entitlements").and_then(Value::as_array).into_iter().flatten())?;
         Ok(Self { customer, resource: resource_of(fields), at_ms, at_iso, message_id: event.key.to_string(), features })
+    }
+
+    /// A state read from Stigg's API (a read-through, the backfill, a drift repair), written
+    /// with the same conditions as a webhook's snapshot. Its `messageId` is
+    /// `stigg-api:<entitlementsUpdatedAt ms>`: the same state fetched twice is the same write.
+    pub fn from_state(state: &EntitlementsState) -> Result<Self, MirrorError> {
+        if state.customer.is_empty() {
+            return Err(MirrorError::Malformed("no customer id".into()));
+        }
+        Ok(Self {
+            customer: state.customer.clone(),
+            resource: state.resource.clone().filter(|r| !r.is_empty()),
+            at_ms: state.at_ms,
+            at_iso: state.at_iso.clone(),
+            message_id: format!("{API_MESSAGE_PREFIX}{}", state.at_ms),
+            features: features_of(state.entitlements.iter())?,
+        })
     }
 
     /// The header as written.
@@ -308,6 +318,23 @@ impl SnapshotWrite {
         }
         Ok(items)
     }
+}
+
+/// The `messageId` of a snapshot the mirror fetched from Stigg's API starts with this.
+pub const API_MESSAGE_PREFIX: &str = "stigg-api:";
+
+/// Feature id -> entitlement of a list of entitlements in the webhook's shape.
+fn features_of<'a>(list: impl Iterator<Item = &'a Value>) -> Result<BTreeMap<String, Value>, MirrorError> {
+    let mut features = BTreeMap::new();
+    for (i, e) in list.enumerate() {
+        let id = e
+            .get("feature")
+            .and_then(|f| f.get("id"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| MirrorError::Malformed(format!("entitlements[{i}] has no feature.id")))?;
+        features.insert(id.to_owned(), e.clone());
+    }
+    Ok(features)
 }
 
 /// The customer's id: `customer.id`, else `customerId`.

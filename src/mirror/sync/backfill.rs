@@ -1,0 +1,1 @@
+//! TODO(issue 22): filled in by the backfill work.
