@@ -75,11 +75,13 @@
 //! one, each consistent and never older than what a check saw before.
 
 mod access;
+mod read_through;
 mod reader;
 mod store;
 pub mod sync;
 
 pub use access::{Access, DenyReason, FeatureEntitlement, FeatureKind, Snapshot};
+pub use read_through::{OnMiss, ReadThrough, ReadThroughStats};
 pub use reader::{Mirror, feature_from_item, snapshot_from_item};
 pub use store::{API_MESSAGE_PREFIX, MirrorError, MirrorHandler, MirrorStore, SnapshotWrite, WriteOutcome, item_size};
 
