@@ -166,7 +166,8 @@ impl<D: CustomerDirectory> Backfill<D> {
         Ok(self.checkpoints.load().await?)
     }
 
-    /// Runs until every customer is done or `until`; `on_progress` hears of each checkpoint.
+    /// Runs until every customer is done or `until`; `on_progress` hears of each checkpoint
+    /// saved (and of the last one, if anything changed since).
     /// Customers still in flight at `until` are left for the next run (not counted failed).
     pub async fn run(&self, until: Instant, mut on_progress: impl FnMut(&Progress)) -> Result<Summary, BackfillError> {
         let started = Instant::now();
@@ -196,6 +197,7 @@ impl<D: CustomerDirectory> Backfill<D> {
 
         let mut this_run = 0u64;
         let mut unsaved = 0u64;
+        let mut reported = false;
         let mut slots: VecDeque<Slot> = VecDeque::new();
         let mut first_seq = 0usize; // the listing position of slots[0]
         let mut queued = 0usize; // slots[..queued] have been launched
@@ -313,13 +315,17 @@ impl<D: CustomerDirectory> Backfill<D> {
             if unsaved >= every {
                 self.save(&mut cp, &mut unsaved).await?;
                 on_progress(&progress(&cp, this_run, started));
+                reported = true;
             }
         }
         // Customers still in flight are dropped with the tasks: the next run does them.
         tasks.abort_all();
+        let changed = unsaved > 0 || !reported;
         self.save(&mut cp, &mut unsaved).await?;
         let progress = progress(&cp, this_run, started);
-        on_progress(&progress);
+        if changed {
+            on_progress(&progress);
+        }
         let ending = if cp.is_finished() { Ending::Finished } else { Ending::OutOfTime };
         Ok(Summary {
             ending,
