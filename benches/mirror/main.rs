@@ -47,13 +47,17 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+mod backfill;
 mod checks;
+mod read_through;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut s = String::new();
     let _ = writeln!(s, "{BEGIN}\n## The entitlement mirror (`make bench-mirror`)\n");
     s.push_str(&checks::run().await);
+    s.push_str(&read_through::run().await);
+    s.push_str(&backfill::run().await);
     let _ = writeln!(s, "{END}");
     println!("{s}");
 
