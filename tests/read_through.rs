@@ -289,3 +289,17 @@ async fn without_stale_answers_a_failed_refresh_is_an_error() {
     assert_eq!(relaxed.check("c-7", None, "api-calls", 1.0).await.unwrap().usage_limit, Some(10.0));
     assert_eq!(app.stigg.calls(), 1);
 }
+
+#[tokio::test]
+async fn a_failing_refresh_is_not_retried_on_every_read_of_a_stale_snapshot() {
+    let app = App::spawn(Duration::ZERO).await;
+    app.webhook("c-8", T0, 10.0).await;
+    app.stigg.set("c-8", Answer::Fail(503));
+    let mirror = app.mirror(app.read_through().max_age(Some(Duration::ZERO)));
+    for _ in 0..50 {
+        assert_eq!(mirror.check("c-8", None, "api-calls", 1.0).await.unwrap().usage_limit, Some(10.0));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.stigg.calls(), 1, "one refresh per cooldown, not one per read");
+    assert_eq!(mirror.read_through_stats().unwrap().served_stale.load(Ordering::SeqCst), 50);
+}

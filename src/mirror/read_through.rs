@@ -41,6 +41,10 @@ pub enum OnMiss {
 /// Negative entries kept at most (an unknown customer each): a flood of distinct unknown ids
 /// beyond it still goes through the API client's rate limiter, it only stops being cached.
 const MAX_NEGATIVE_ENTRIES: usize = 10_000;
+/// A stale snapshot is refreshed at most this often per key, whatever the refresh's outcome: a
+/// failing API (or one whose answer the mirror cannot stamp as confirmed) is not asked again on
+/// every read.
+const REFRESH_COOLDOWN: Duration = Duration::from_secs(10);
 
 type Key = (String, Option<String>);
 /// A fetch's result, shared by every read that joined it.
@@ -71,6 +75,8 @@ pub struct ReadThrough {
     negative_ttl: Duration,
     flights: Mutex<HashMap<Key, Shared<BoxFuture<'static, Filled>>>>,
     negative: Mutex<HashMap<Key, Instant>>,
+    /// When each key's last background refresh started.
+    refreshed: Mutex<HashMap<Key, Instant>>,
     stats: ReadThroughStats,
 }
 
@@ -97,6 +103,7 @@ impl ReadThrough {
             negative_ttl: Duration::from_secs(60),
             flights: Mutex::default(),
             negative: Mutex::default(),
+            refreshed: Mutex::default(),
             stats: ReadThroughStats::default(),
         }
     }
@@ -187,6 +194,20 @@ impl ReadThrough {
     /// Refreshes in the background: the caller answers from what it has. A refresh already in
     /// flight for the key is not started twice.
     pub fn refresh_in_background(self: &Arc<Self>, customer: &str, resource: Option<&str>) {
+        let key: Key = (customer.to_owned(), resource.map(str::to_owned));
+        {
+            let mut refreshed = self.refreshed.lock().expect("refreshed lock");
+            let now = Instant::now();
+            if refreshed.get(&key).is_some_and(|at| now.duration_since(*at) < REFRESH_COOLDOWN) {
+                return;
+            }
+            if refreshed.len() >= MAX_NEGATIVE_ENTRIES {
+                refreshed.retain(|_, at| now.duration_since(*at) < REFRESH_COOLDOWN);
+            }
+            if refreshed.len() < MAX_NEGATIVE_ENTRIES {
+                refreshed.insert(key, now);
+            }
+        }
         self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
         let (customer, resource) = (customer.to_owned(), resource.map(str::to_owned));
