@@ -225,6 +225,7 @@ async fn newer_webhook_states_and_deletions_are_kept_and_counted() {
             "feature-from-webhook".to_owned(),
             json!({"feature": {"id": "feature-from-webhook", "featureType": "BOOLEAN"}}),
         )]),
+        usage_at_ms: None,
     };
     // Globex: a webhook newer than Stigg's answer got there first. Initech: an older one (Stigg
     // is newer: the backfill replaces it). Acme: deleted after Stigg's state.

@@ -303,3 +303,28 @@ async fn a_failing_refresh_is_not_retried_on_every_read_of_a_stale_snapshot() {
     assert_eq!(app.stigg.calls(), 1, "one refresh per cooldown, not one per read");
     assert_eq!(mirror.read_through_stats().unwrap().served_stale.load(Ordering::SeqCst), 50);
 }
+
+#[tokio::test]
+async fn a_fetched_states_usage_is_of_its_fetch_and_older_usage_events_do_not_overwrite_it() {
+    let app = App::spawn(Duration::ZERO).await;
+    let usage = |at: i64, value: f64| {
+        let body = json!({"type": "entitlement.usage_exceeded", "messageId": format!("use-{at}"), "timestamp": iso(at),
+            "currentUsage": value, "usageLimit": 100, "feature": {"id": "api-calls", "featureType": "NUMBER", "meterType": "INCREMENTAL"},
+            "customer": {"id": "c-9"}, "resource": null})
+        .to_string();
+        StiggEvent::parse(&body).unwrap()
+    };
+    let handler = MirrorHandler::new(app.store());
+    // A usage event before any snapshot (kept for one), then Stigg's state, fetched now: its
+    // `currentUsage` (1) is newer than the event's (90), although its entitlementsUpdatedAt is older.
+    handler.handle(&usage(T0 + 500, 90.0)).await.unwrap();
+    app.stigg.set("c-9", Answer::State { at: T0, limit: 100.0 });
+    let mirror = app.mirror(app.read_through());
+    assert_eq!(mirror.check("c-9", None, "api-calls", 1.0).await.unwrap().current_usage, Some(1.0));
+    // A usage event older than the fetch arriving late changes nothing; a newer one does.
+    handler.handle(&usage(T0 + 700, 95.0)).await.unwrap();
+    assert_eq!(mirror.check("c-9", None, "api-calls", 1.0).await.unwrap().current_usage, Some(1.0));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    handler.handle(&usage(now + 60_000, 42.0)).await.unwrap();
+    assert_eq!(mirror.check("c-9", None, "api-calls", 1.0).await.unwrap().current_usage, Some(42.0));
+}

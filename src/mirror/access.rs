@@ -42,6 +42,12 @@ pub struct FeatureEntitlement {
     pub usage_period_end: Option<String>,
     pub reset_period: Option<String>,
     pub enum_values: Vec<String>,
+    /// `isGranted` as Stigg's API answers it (webhooks do not carry it: granted). An entitlement
+    /// the API lists as not granted (`accessDeniedReason` `Revoked`, `BudgetExceeded`, ...,
+    /// <https://docs.stigg.io/graphql-reference/types/Entitlement>) gives no access.
+    pub is_granted: bool,
+    /// That entitlement's `accessDeniedReason`, when Stigg gives one.
+    pub access_denied_reason: Option<String>,
     /// The entitlement as Stigg sent it (every field, including ones not named here).
     pub raw: Value,
 }
@@ -79,6 +85,8 @@ impl FeatureEntitlement {
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
                 .unwrap_or_default(),
+            is_granted: e.get("isGranted").and_then(Value::as_bool).unwrap_or(true),
+            access_denied_reason: text(e.get("accessDeniedReason")),
             raw: e.clone(),
         }
     }
@@ -117,6 +125,8 @@ pub enum DenyReason {
     NoFeatureEntitlement,
     /// Current usage plus the requested usage exceeds the limit.
     UsageLimitExceeded,
+    /// Stigg lists the entitlement as not granted (`isGranted: false`; its reason in the raw entitlement).
+    NotGranted,
 }
 
 /// The answer to "may this customer use this feature (this much more)?".
@@ -171,6 +181,10 @@ pub fn check(snapshot: Option<&Snapshot>, feature_id: &str, requested_usage: f64
         return access;
     };
     access.kind = Some(e.kind);
+    if !e.is_granted {
+        access.deny_reason = Some(DenyReason::NotGranted);
+        return access;
+    }
     access.is_unlimited = e.has_unlimited_usage;
     access.has_soft_limit = e.has_soft_limit;
     access.usage_limit = e.usage_limit;
@@ -226,6 +240,19 @@ mod tests {
     }
 
     const NOW: SystemTime = UNIX_EPOCH;
+
+    #[test]
+    fn an_entitlement_stiggs_api_lists_as_not_granted_gives_no_access() {
+        let mut revoked = metered(json!(100), 0.0, true, false);
+        revoked["isGranted"] = json!(false);
+        revoked["accessDeniedReason"] = json!("Revoked");
+        let a = check(Some(&snapshot(json!([revoked]))), "api-calls", 1.0, NOW);
+        assert!(!a.has_access);
+        assert_eq!(a.deny_reason, Some(DenyReason::NotGranted));
+        let mut granted = metered(json!(100), 0.0, false, false);
+        granted["isGranted"] = json!(true);
+        assert!(check(Some(&snapshot(json!([granted]))), "api-calls", 1.0, NOW).has_access);
+    }
 
     #[test]
     fn a_metered_feature_allows_usage_up_to_its_limit() {

@@ -249,6 +249,10 @@ pub struct SnapshotWrite {
     pub message_id: String,
     /// Feature id -> the entitlement as Stigg sent it.
     pub features: BTreeMap<String, Value>,
+    /// When the entitlements' `currentUsage` was true, when not at `at_ms`: a state fetched from
+    /// Stigg's API carries the usage of the moment it was fetched, which a usage event older
+    /// than that must not overwrite (`entitlementsUpdatedAt` does not move with usage).
+    pub usage_at_ms: Option<i64>,
 }
 
 impl SnapshotWrite {
@@ -263,7 +267,15 @@ impl SnapshotWrite {
         let at_ms = epoch_millis(&at_iso)
             .ok_or_else(|| MirrorError::Malformed("entitlementsUpdatedAt is not ISO 8601".into()))?;
         let features = features_of(fields.get("entitlements").and_then(Value::as_array).into_iter().flatten())?;
-        Ok(Self { customer, resource: resource_of(fields), at_ms, at_iso, message_id: event.key.to_string(), features })
+        Ok(Self {
+            customer,
+            resource: resource_of(fields),
+            at_ms,
+            at_iso,
+            message_id: event.key.to_string(),
+            features,
+            usage_at_ms: None,
+        })
     }
 
     /// A state read from Stigg's API (a read-through, the backfill, a drift repair), written
@@ -279,8 +291,21 @@ impl SnapshotWrite {
             at_ms: state.at_ms,
             at_iso: state.at_iso.clone(),
             message_id: format!("{API_MESSAGE_PREFIX}{}", state.at_ms),
-            features: features_of(state.entitlements.iter())?,
+            // An archived customer is "no longer eligible for entitlements"
+            // (https://docs.stigg.io/graphql-reference/types/EntitlementsStateAccessDeniedReason):
+            // mirrored as a snapshot without features, whatever the list holds.
+            features: if state.access_denied_reason.as_deref() == Some("CustomerIsArchived") {
+                BTreeMap::new()
+            } else {
+                features_of(state.entitlements.iter())?
+            },
+            usage_at_ms: Some(now_ms().max(state.at_ms)),
         })
+    }
+
+    /// When the snapshot's usages were true.
+    pub fn usage_at(&self) -> i64 {
+        self.usage_at_ms.unwrap_or(self.at_ms).max(self.at_ms)
     }
 
     /// The header as written.
@@ -313,7 +338,7 @@ impl SnapshotWrite {
             ("featureId".to_owned(), s(feature)),
             ("entitlementsUpdatedAt".to_owned(), n(self.at_ms)),
             ("messageId".to_owned(), s(&self.message_id)),
-            ("usageUpdatedAt".to_owned(), n(self.at_ms)),
+            ("usageUpdatedAt".to_owned(), n(self.usage_at())),
             ("entitlement".to_owned(), s(entitlement.to_string())),
         ]);
         if let Some(resource) = &self.resource {
@@ -800,7 +825,7 @@ impl MirrorStore {
             }
             // "Not older than the snapshot": a usage event of the same millisecond applies too.
             let Some((usage, usage_at)) =
-                item.get("usage").and_then(usage_value).filter(|(_, usage_at)| *usage_at >= snapshot.at_ms)
+                item.get("usage").and_then(usage_value).filter(|(_, usage_at)| *usage_at >= snapshot.usage_at())
             else {
                 continue;
             };
@@ -920,7 +945,11 @@ impl MirrorStore {
             let result = self
                 .update_item(key.clone())
                 .update_expression("SET #usage = :usage, #cu = :u, #ua = :t")
-                .condition_expression(format!("attribute_exists(#e) AND #e <= :t AND {newer_usage}"))
+                // `#ua <= :t`: not older than the usage the snapshot itself carries (a state
+                // fetched from Stigg's API has the usage of its fetch).
+                .condition_expression(format!(
+                    "attribute_exists(#e) AND #e <= :t AND (attribute_not_exists(#ua) OR #ua <= :t) AND {newer_usage}"
+                ))
                 .expression_attribute_names("#usage", "usage")
                 .expression_attribute_names("#at", "at")
                 .expression_attribute_names("#cu", "currentUsage")
@@ -938,7 +967,11 @@ impl MirrorStore {
             };
             let snapshot_at = number_of(&old, "entitlementsUpdatedAt");
             let usage_at = old.get("usage").and_then(usage_value).map(|(_, at)| at);
-            if snapshot_at.is_some_and(|t| t > at_ms) || usage_at.is_some_and(|t| t >= at_ms) {
+            let usage_updated_at = number_of(&old, "usageUpdatedAt");
+            if snapshot_at.is_some_and(|t| t > at_ms)
+                || usage_at.is_some_and(|t| t >= at_ms)
+                || (snapshot_at.is_some() && usage_updated_at.is_some_and(|t| t > at_ms))
+            {
                 return Ok(WriteOutcome::Stale);
             }
             // No entitlement to this feature yet: keep the usage for a later snapshot, on an
@@ -1252,6 +1285,7 @@ mod tests {
             at_iso: "2025-11-14T19:59:45.133Z".into(),
             message_id: "ce2605be-8eed-41cf-912c-def052682dbe".into(),
             features: (0..features).map(|i| (format!("feature-{i:04}-cloud-storage"), entitlement(i))).collect(),
+            usage_at_ms: None,
         }
     }
 
