@@ -202,7 +202,7 @@ impl ApiKeys {
     }
 
     /// After a refusal: re-reads the key if the last read is old enough; true when it changed.
-    async fn reload_after_refusal(&self) -> bool {
+    pub(crate) async fn reload_after_refusal(&self) -> bool {
         let Some(fetch) = &self.fetch else { return false };
         let mut current = self.current.lock().await;
         if current.1.elapsed() < self.min_interval {

@@ -1,10 +1,21 @@
 //! Stigg's API with a server key, for the entitlement mirror: a customer's (or resource's)
 //! entitlements state, and the customer listing a backfill pages through.
 //!
-//! SKELETON: the types and traits are the contract the mirror builds on; the GraphQL client
-//! ([`StiggApi`]) and its rate limiter fill them in.
+//! [`StiggApi`] is the GraphQL client ([`graphql`]: the documents and the reading of answers;
+//! [`limiter`]: a token bucket per operation; [`retry`]: when to call again). The mirror builds
+//! on the two traits, so its tests use fakes.
 
 use std::time::Duration;
+
+mod client;
+pub mod graphql;
+pub mod limiter;
+pub mod retry;
+
+pub use client::{ApiSettings, ApiStats, DEFAULT_API_URL, StiggApi};
+pub use graphql::Operation;
+pub use limiter::RateLimits;
+pub use retry::RetryPolicy;
 
 use async_trait::async_trait;
 use serde_json::Value;

@@ -1,0 +1,134 @@
+//! Developer tool for the local stack and for operations (never shipped in a Lambda zip).
+//!
+//! ```text
+//! cargo run --example stigg-dev -- send [--url U] [--secret S] [--fast] [--duplicates N]
+//!                                     [--copies N] [--concurrency N] [--shuffle] PATH...
+//! cargo run --example stigg-dev -- pump --queue-url Q --invoke-url I
+//! cargo run --example stigg-dev -- setup --table T --queue Q --dlq D
+//! cargo run --example stigg-dev -- poison --queue-url Q
+//! cargo run --example stigg-dev -- redrive --from DLQ_URL --to QUEUE_URL
+//! cargo run --example stigg-dev -- stand-ins --queue-url STIGG_QUEUE_URL [--edge ADDR] [--status ADDR]
+//! cargo run --example stigg-dev -- send-durable --queue-url STIGG_QUEUE_URL [--sns] [--keep-ids] PATH...
+//! cargo run --example stigg-dev -- status [--url URL] [--hours 24]
+//! cargo run --example stigg-dev -- mirror --table T --customer C [--resource R] [--feature F [--requested N]]
+//! cargo run --example stigg-dev -- api-stand-in [--addr ADDR] [--customers FILE] [--per-minute N]
+//! ```
+//! `send` delivers Stigg payloads the way Stigg does: a 30 s deadline per attempt; on a non-2XX
+//! (or no answer) 3 retries at once, then 3 more 30 s apart, then the event is marked failed.
+
+mod durable;
+mod mirror;
+mod pump;
+mod send;
+mod setup;
+mod stand_ins;
+
+use std::time::{Duration, SystemTime};
+
+use clap::{Parser, Subcommand};
+
+use durable::SendDurableArgs;
+use mirror::MirrorArgs;
+use pump::PumpArgs;
+use send::SendArgs;
+use setup::SetupArgs;
+use stand_ins::{ApiStandInArgs, StandInArgs};
+
+// The same stand-ins the tests use (one source for both).
+#[path = "../../tests/common/stigg_stand_ins/mod.rs"]
+mod stigg_stand_ins;
+
+#[derive(Parser)]
+#[command(about = "Stigg webhooks: delivery simulator and local-stack tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Deliver Stigg payload files (or every .json in folders) to a receiver, as Stigg does.
+    Send(SendArgs),
+    /// Local stand-in for Lambda's SQS event source: poll, invoke the processor, delete successes.
+    Pump(PumpArgs),
+    /// Create the local table, events queue and dead-letter queue (idempotent).
+    Setup(SetupArgs),
+    /// Put an unparseable message on a queue (to watch it reach the dead-letter queue).
+    Poison {
+        #[arg(long)]
+        queue_url: String,
+    },
+    /// Move every message from a dead-letter queue back to its source queue.
+    Redrive {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Run local stand-ins of Stigg's Edge API (queue credentials) and status page until Ctrl-C.
+    StandIns(StandInArgs),
+    /// Run a local stand-in of Stigg's GraphQL API (entitlements state, customers) until Ctrl-C.
+    ApiStandIn(ApiStandInArgs),
+    /// Put Stigg payload files on a durable-delivery queue, as Stigg publishes them.
+    SendDurable(SendDurableArgs),
+    /// Print a customer's mirrored entitlements, or Stigg's answer for one feature.
+    Mirror(MirrorArgs),
+    /// Print Stigg's status page: uptime per component and open incidents.
+    Status {
+        #[arg(long, env = "STIGG_STATUS_URL", default_value = stigg_webhooks::config::DEFAULT_STATUS_URL)]
+        url: String,
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+    },
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    match Cli::parse().command {
+        Command::Send(args) => {
+            let failed = send::send(args).await?;
+            if failed > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Pump(args) => pump::pump(args).await,
+        Command::Setup(args) => setup::setup(args).await,
+        Command::Poison { queue_url } => {
+            let sqs = sqs().await;
+            sqs.send_message().queue_url(&queue_url).message_body("{this is not a Stigg event").send().await?;
+            println!("poison message sent to {queue_url}");
+            Ok(())
+        }
+        Command::Redrive { from, to } => setup::redrive(&from, &to).await,
+        Command::StandIns(args) => stand_ins::stand_ins(args).await,
+        Command::ApiStandIn(args) => stand_ins::api_stand_in(args).await,
+        Command::Mirror(args) => mirror::mirror(args).await,
+        Command::SendDurable(args) => durable::send_durable(args).await,
+        Command::Status { url, hours } => {
+            let window = Duration::from_secs(hours * 3600);
+            let page = stigg_webhooks::status::StatusPage::new(&url, Duration::from_secs(10));
+            match page.fetch(SystemTime::now(), window).await {
+                Ok(report) => {
+                    print!("{}", report.table(window));
+                    println!("\n(from {url})");
+                    Ok(())
+                }
+                Err(e) => Err(format!("{url}: {}", stigg_webhooks::error_chain(&e)).into()),
+            }
+        }
+    }
+}
+
+async fn sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(stigg_webhooks::aws::http_client())
+        .load()
+        .await
+}
+
+async fn sqs() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&sdk().await)
+}
