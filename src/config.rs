@@ -354,14 +354,12 @@ impl BridgeConfig {
     }
 }
 
-/// Stigg's GraphQL endpoint (<https://docs.stigg.io/api-and-sdks/integration/backend/graphql>).
-pub const DEFAULT_STIGG_API_URL: &str = "https://api.stigg.io/graphql";
+pub const DEFAULT_STIGG_API_URL: &str = crate::stigg::api::DEFAULT_API_URL;
 /// Customers one drift-check run samples by default.
 pub const DEFAULT_DRIFT_SAMPLE: usize = 50;
-/// The most a run samples: each customer is a few API calls (its state, its resources, each
-/// resource's state) paced by the client's rate limiter, and a run must fit its 900 s timeout
-/// with room to spare at the read tier Stigg's docs suggest (1,500 calls a minute).
-pub const MAX_DRIFT_SAMPLE: usize = 1_000;
+/// The most a run samples: one page of Stigg's customer listing (the client asks at most this
+/// many; Stigg documents no larger page). Checking more customers a day is a shorter schedule.
+pub const MAX_DRIFT_SAMPLE: usize = crate::stigg::api::graphql::MAX_PAGE;
 
 /// The `mirror-sync` function: the drift check and the backfill against Stigg's API.
 #[derive(Debug, Clone)]
@@ -396,7 +394,9 @@ impl MirrorSyncConfig {
         if drift_sample.get() > MAX_DRIFT_SAMPLE {
             return Err(invalid(
                 "MIRROR_DRIFT_SAMPLE_SIZE",
-                format!("{drift_sample} is more than one run checks within its timeout (at most {MAX_DRIFT_SAMPLE})"),
+                format!(
+                    "{drift_sample} is more than one page of Stigg's customer listing (at most {MAX_DRIFT_SAMPLE})"
+                ),
             ));
         }
         Ok(Self { table, api_url, api_key, drift_sample })
@@ -688,12 +688,12 @@ mod tests {
             ("ENTITLEMENT_MIRROR_TABLE", "stigg-mirror"),
             ("STIGG_API_KEY", "server-local-key"),
             ("STIGG_API_URL", "http://127.0.0.1:4000/graphql"),
-            ("MIRROR_DRIFT_SAMPLE_SIZE", "1000"),
+            ("MIRROR_DRIFT_SAMPLE_SIZE", "100"),
         ];
         let c = MirrorSyncConfig::from_env(&local).unwrap();
         assert!(matches!(c.api_key, ApiKeySource::Inline(ref k) if k.expose() == "server-local-key"));
         assert!(!format!("{c:?}").contains("server-local-key"), "the key is never printed");
-        assert_eq!((c.api_url.as_str(), c.drift_sample.get()), ("http://127.0.0.1:4000/graphql", 1000));
+        assert_eq!((c.api_url.as_str(), c.drift_sample.get()), ("http://127.0.0.1:4000/graphql", 100));
     }
 
     #[test]
@@ -701,7 +701,7 @@ mod tests {
         let base = [("ENTITLEMENT_MIRROR_TABLE", "stigg-mirror"), ("STIGG_SERVER_KEY_PARAMETER", "/k")];
         for (var, value) in [
             ("MIRROR_DRIFT_SAMPLE_SIZE", "0"),
-            ("MIRROR_DRIFT_SAMPLE_SIZE", "1001"),
+            ("MIRROR_DRIFT_SAMPLE_SIZE", "101"),
             ("STIGG_API_URL", "api.stigg.io/graphql"),
             ("ENTITLEMENT_MIRROR_TABLE", "no spaces"),
         ] {
