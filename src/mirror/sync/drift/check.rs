@@ -106,7 +106,8 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
             }
         };
         let of = |resource: Option<&str>| Mirrored {
-            snapshot_at: mirrored.headers.get(resource.unwrap_or_default()).copied().flatten(),
+            snapshot_at: mirrored.headers.get(resource.unwrap_or_default()).and_then(|h| h.at),
+            empty: mirrored.headers.get(resource.unwrap_or_default()).is_some_and(|h| h.features == Some(0)),
             deleted_at: mirrored.deleted_at,
         };
         let customer_wide = match self.directory.entitlements_state(customer, None).await {
@@ -118,8 +119,14 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
             }
         };
         if customer_wide == Fetched::CustomerNotFound {
-            let outcome =
-                classify(Mirrored { snapshot_at: mirrored.newest(), deleted_at: mirrored.deleted_at }, &customer_wide);
+            let outcome = classify(
+                Mirrored {
+                    snapshot_at: mirrored.newest(),
+                    deleted_at: mirrored.deleted_at,
+                    empty: mirrored.all_empty(),
+                },
+                &customer_wide,
+            );
             let deleted = outcome != Outcome::NotFound || self.delete(customer, mirrored.newest(), &mut report).await;
             report.count(if deleted { outcome } else { Outcome::Failed });
             return report;
@@ -319,7 +326,8 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
                 .query()
                 .table_name(self.table.as_str())
                 .key_condition_expression("#pk = :pk AND #sk >= :from")
-                .projection_expression("#sk, #r, #t, #d")
+                .projection_expression("#sk, #r, #t, #d, #f")
+                .expression_attribute_names("#f", "featureCount")
                 .expression_attribute_names("#pk", "pk")
                 .expression_attribute_names("#sk", "sk")
                 .expression_attribute_names("#r", "resourceId")
@@ -339,7 +347,9 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
                 } else if let Some(key_resource) = sk.strip_prefix("resource#") {
                     // The item's own id: a key holds a digest in place of a very long one.
                     let resource = text(item, "resourceId").unwrap_or(key_resource).to_owned();
-                    found.headers.insert(resource, number(item, "entitlementsUpdatedAt"));
+                    let header =
+                        Header { at: number(item, "entitlementsUpdatedAt"), features: number(item, "featureCount") };
+                    found.headers.insert(resource, header);
                 }
             }
             start = page.last_evaluated_key;
@@ -429,17 +439,29 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
 /// A customer's headers and tombstone as the mirror holds them.
 #[derive(Debug, Default)]
 struct CustomerInMirror {
-    /// Resource id (`""`: customer-wide) -> the header's snapshot time (`None`: no snapshot,
-    /// e.g. swept by a deletion).
-    headers: BTreeMap<String, Option<i64>>,
+    /// Resource id (`""`: customer-wide) -> its header.
+    headers: BTreeMap<String, Header>,
     deleted_at: Option<i64>,
 }
 
 impl CustomerInMirror {
     /// The newest snapshot of any resource.
     fn newest(&self) -> Option<i64> {
-        self.headers.values().flatten().copied().max()
+        self.headers.values().filter_map(|h| h.at).max()
     }
+
+    /// No snapshot of the customer holds a feature.
+    fn all_empty(&self) -> bool {
+        self.headers.values().filter(|h| h.at.is_some()).all(|h| h.features == Some(0))
+    }
+}
+
+/// One header: its snapshot's time (`None`: no snapshot, e.g. swept by a deletion) and
+/// `featureCount`.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    at: Option<i64>,
+    features: Option<i64>,
 }
 
 fn cursor_key() -> HashMap<String, AttributeValue> {

@@ -64,6 +64,8 @@ pub struct Mirrored {
     pub snapshot_at: Option<i64>,
     /// The customer's tombstone's `deletedAt`.
     pub deleted_at: Option<i64>,
+    /// The snapshot holds no feature (grants nothing).
+    pub empty: bool,
 }
 
 /// How one comparison ended.
@@ -97,6 +99,8 @@ impl Outcome {
 /// The mirror against Stigg's answer for one customer and resource.
 pub fn classify(mirrored: Mirrored, stigg: &Fetched) -> Outcome {
     match (stigg, mirrored.snapshot_at) {
+        // An empty snapshot grants what an unknown customer or resource does: nothing.
+        (Fetched::CustomerNotFound, Some(_)) if mirrored.empty => Outcome::InSync,
         (Fetched::CustomerNotFound, Some(_)) => Outcome::NotFound,
         // Neither knows the customer (never mirrored, or its deletion was).
         (Fetched::CustomerNotFound, None) => Outcome::InSync,
@@ -253,7 +257,7 @@ mod tests {
     }
 
     fn mirrored(snapshot_at: Option<i64>, deleted_at: Option<i64>) -> Mirrored {
-        Mirrored { snapshot_at, deleted_at }
+        Mirrored { snapshot_at, deleted_at, empty: false }
     }
 
     #[test]
@@ -274,6 +278,8 @@ mod tests {
             (mirrored(Some(10), None), Fetched::CustomerNotFound, Outcome::NotFound),
             (mirrored(None, None), Fetched::CustomerNotFound, Outcome::InSync),
             (mirrored(None, Some(5)), Fetched::CustomerNotFound, Outcome::InSync),
+            // Emptied when Stigg stopped knowing it: nothing left to repair.
+            (Mirrored { empty: true, ..mirrored(Some(10), None) }, Fetched::CustomerNotFound, Outcome::InSync),
         ];
         for (m, fetched, want) in cases {
             assert_eq!(classify(m, &fetched), want, "{m:?} vs {fetched:?}");
