@@ -2,7 +2,8 @@
 # `make dev`: the whole stack on this machine. moto (DynamoDB + SQS + SSM) on 127.0.0.1, both
 # functions under `cargo lambda watch` (rebuilt on change), and a pump standing in for Lambda's
 # SQS event source. The banner comes only once both functions are built and have answered.
-# MIRROR=1 turns on the entitlement mirror (ENTITLEMENT_MIRROR_TABLE) in the processor.
+# MIRROR=1 turns on the entitlement mirror (ENTITLEMENT_MIRROR_TABLE) in the processor, with a
+# stand-in for Stigg's GraphQL API (events/stigg-api/customers.json) for `make mirror-backfill`.
 # DURABLE=1 adds Stigg's durable-delivery channel: a local "Stigg queue", stand-ins for the Edge
 # API and the status page, and the bridge invoked in a loop (standing in for its schedule).
 # Ctrl-C stops everything this script started.
@@ -19,6 +20,7 @@ durable="${DURABLE:-}"
 mirror="${MIRROR:-}"
 edge_port="${EDGE_PORT:-4580}"
 status_port="${STATUS_PORT:-4581}"
+stigg_api_port="${STIGG_API_PORT:-4582}"
 api_key="local-stigg-server-key"
 started=$(date +%s.%N)
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)"; }
@@ -39,6 +41,7 @@ trap 'cleanup; exit 0' INT TERM
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ports=("$moto_port" "$lambda_port")
 [ -n "$durable" ] && ports+=("$edge_port" "$status_port")
+[ -n "$mirror" ] && ports+=("$stigg_api_port")
 for port in "${ports[@]}"; do
   if port_open "$port"; then echo "port $port is in use (another make dev?); set MOTO_PORT/LAMBDA_PORT" >&2; exit 1; fi
 done
@@ -82,6 +85,16 @@ if [ -n "$durable" ]; then
     echo "export STIGG_API_KEY=$api_key STIGG_EDGE_API_URL=http://127.0.0.1:$edge_port"
     echo "export STIGG_STATUS_URL_LOCAL=http://127.0.0.1:$status_port/proxy/status.stigg.io/component_impacts"
   } >>"$state/env"
+fi
+
+if [ -n "$mirror" ]; then
+  start "$root/target/debug/examples/stigg-dev" api-stand-in --addr "127.0.0.1:$stigg_api_port" --api-key "$api_key" \
+    --customers "$root/events/stigg-api/customers.json" >"$state/stigg-api.log" 2>&1
+  for _ in $(seq 1 50); do port_open "$stigg_api_port" && break; sleep 0.1; done
+  port_open "$stigg_api_port" || { echo "the Stigg API stand-in did not start; see $state/stigg-api.log" >&2; exit 1; }
+  # The functions see them too (cargo lambda watch passes its environment on).
+  export STIGG_API_URL="http://127.0.0.1:$stigg_api_port/graphql" STIGG_API_KEY="$api_key"
+  echo "export STIGG_API_URL=$STIGG_API_URL STIGG_API_KEY=$api_key" >>"$state/env"
 fi
 
 # The terminal tells the story (one line per request, one per processed event): the metric
@@ -134,7 +147,10 @@ mirror_banner=""
 if [ -n "$mirror" ]; then
   mirror_banner="
   mirror table : $ENTITLEMENT_MIRROR_TABLE (the entitlement mirror is on)
-  try:  make send EVENT=events/stigg/entitlements.updated.json SEND_FLAGS=--keep-ids
+  Stigg API    : $STIGG_API_URL (stand-in: events/stigg-api/customers.json)
+  try:  make mirror-backfill
+        make mirror CUSTOMER=customer-globex
+        make send EVENT=events/stigg/entitlements.updated.json SEND_FLAGS=--keep-ids
         make mirror CUSTOMER=f29e950f-99cb-4f06-8395-434fb5259a58 RESOURCE=device-34ea9346-4a37-4c5d-82b1-0e42c45dcd77
 "
 fi

@@ -12,10 +12,13 @@
 //! cargo run --example stigg-dev -- status [--url URL] [--hours 24]
 //! cargo run --example stigg-dev -- mirror --table T --customer C [--resource R] [--feature F [--requested N]]
 //! cargo run --example stigg-dev -- api-stand-in [--addr ADDR] [--customers FILE] [--per-minute N]
+//! cargo run --example stigg-dev -- mirror-backfill --table T [--api-url U] (--api-key K | --api-key-parameter P)
+//!                                                [--restart] [--in-flight N] [--per-minute N] [--budget-seconds S]
 //! ```
 //! `send` delivers Stigg payloads the way Stigg does: a 30 s deadline per attempt; on a non-2XX
 //! (or no answer) 3 retries at once, then 3 more 30 s apart, then the event is marked failed.
 
+mod backfill;
 mod durable;
 mod mirror;
 mod pump;
@@ -27,6 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 
+use backfill::BackfillArgs;
 use durable::SendDurableArgs;
 use mirror::MirrorArgs;
 use pump::PumpArgs;
@@ -69,6 +73,8 @@ enum Command {
     StandIns(StandInArgs),
     /// Run a local stand-in of Stigg's GraphQL API (entitlements state, customers) until Ctrl-C.
     ApiStandIn(ApiStandInArgs),
+    /// Fill the entitlement mirror from Stigg's API: every customer, resumable, with progress.
+    MirrorBackfill(BackfillArgs),
     /// Put Stigg payload files on a durable-delivery queue, as Stigg publishes them.
     SendDurable(SendDurableArgs),
     /// Print a customer's mirrored entitlements, or Stigg's answer for one feature.
@@ -105,6 +111,7 @@ async fn main() -> Result<(), Error> {
         Command::Redrive { from, to } => setup::redrive(&from, &to).await,
         Command::StandIns(args) => stand_ins::stand_ins(args).await,
         Command::ApiStandIn(args) => stand_ins::api_stand_in(args).await,
+        Command::MirrorBackfill(args) => backfill::mirror_backfill(args).await,
         Command::Mirror(args) => mirror::mirror(args).await,
         Command::SendDurable(args) => durable::send_durable(args).await,
         Command::Status { url, hours } => {
