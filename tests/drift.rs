@@ -310,3 +310,43 @@ async fn the_binary_runs_a_drift_check_per_scheduled_event_and_refuses_what_it_c
     assert!(!lines.iter().any(|l| l.contains(KEY)), "the key is never logged");
     assert!(api.init_errors().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_at_once_check_the_sample_once() {
+    let s = Setup::new().await;
+    // Slow answers: the two runs overlap for certain.
+    s.stand_in.set_delay(Duration::from_millis(50));
+    let (a, b) = (s.check(10), s.check(10));
+    let (a, b) = tokio::join!(a.run(deadline()), b.run(deadline()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.skipped != b.skipped, "exactly one run works: {a:?} {b:?}");
+    let served = s.stand_in.served_customer_wide();
+    assert_eq!(served.len(), 10, "{served:?}");
+    assert!(served.values().all(|n| *n == 1), "no customer checked twice: {served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_backfills_on_request_and_the_drift_check_then_finds_everything_in_sync() {
+    let s = Setup::new().await;
+    let api = RuntimeApi::start(Duration::from_secs(300)).await;
+    let env = [
+        ("ENTITLEMENT_MIRROR_TABLE", s.table.as_str().to_owned()),
+        ("STIGG_API_KEY", KEY.to_owned()),
+        ("STIGG_API_URL", s.stand_in.url()),
+        ("MIRROR_DRIFT_SAMPLE_SIZE", "100".to_owned()),
+        ("AWS_ENDPOINT_URL", endpoint()),
+    ];
+    let _process = FunctionProcess::spawn(binary("mirror-sync").as_path(), &api, &env);
+    let answer = api.invoke(&json!({"action": "backfill"}), Duration::from_secs(300)).await.unwrap();
+    assert_eq!(answer["ending"], "finished", "{answer}");
+    assert_eq!(answer["resume"], false, "{answer}");
+    assert_eq!(answer["progress"]["customers"], 24, "{answer}");
+    assert_eq!(answer["progress"]["failed"], 0, "{answer}");
+    let again = api.invoke(&json!({"action": "backfill", "restart": false}), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(again["ending"], "already_finished", "{again}");
+
+    let scopes = s.stand_in.scopes().len() as u64;
+    let drift = api.invoke(&json!({"action": "drift"}), Duration::from_secs(120)).await.unwrap();
+    assert_eq!(drift["report"]["in_sync"], scopes, "{drift}");
+    assert_eq!(drift["report"]["checked"], scopes, "{drift}");
+}

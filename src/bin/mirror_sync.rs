@@ -11,7 +11,7 @@ use serde_json::Value;
 use stigg_webhooks::config::{ApiKeySource, MirrorSyncConfig, ProcessEnv};
 use stigg_webhooks::edge::ApiKeys;
 use stigg_webhooks::mirror::sync::drift::{self, DriftCheck};
-use stigg_webhooks::mirror::sync::invocation::MirrorSync;
+use stigg_webhooks::mirror::sync::invocation::{self, MirrorSync};
 use stigg_webhooks::stigg::api::StiggApi;
 use stigg_webhooks::{aws, error_chain, init_error, invocation_deadline, logging, metrics};
 
@@ -34,9 +34,13 @@ async fn main() -> Result<(), Error> {
                 .map_err(init_error)?
         }
     };
-    let api = StiggApi::new(Arc::new(keys), drift::api_settings(&config.api_url));
-    let check = DriftCheck::new(Arc::new(api), aws_sdk_dynamodb::Client::new(&sdk), config.table, config.drift_sample);
-    let sync = Arc::new(MirrorSync::new(check));
+    let keys = Arc::new(keys);
+    // One client per job: the drift check gives up sooner than the backfill.
+    let drift_api = StiggApi::new(keys.clone(), drift::api_settings(&config.api_url));
+    let backfill_api = StiggApi::new(keys, invocation::backfill_api_settings(&config.api_url));
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let check = DriftCheck::new(Arc::new(drift_api), ddb.clone(), config.table.clone(), config.drift_sample);
+    let sync = Arc::new(MirrorSync::new(check, Arc::new(backfill_api), ddb, config.table));
     // run_concurrent: sequential unless Lambda sets AWS_LAMBDA_MAX_CONCURRENCY above 1.
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| {
         let sync = sync.clone();
