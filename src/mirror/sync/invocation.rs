@@ -101,6 +101,7 @@ impl<D: CustomerDirectory> MirrorSync<D> {
                 report.record_metrics();
                 tracing::info!(
                     customers = report.customers,
+                    from_mirror = report.from_mirror,
                     checked = report.checked,
                     in_sync = report.in_sync,
                     behind = report.behind,

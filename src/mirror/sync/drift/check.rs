@@ -1,17 +1,18 @@
 //! [`DriftCheck`]: one run against the mirror table: the lease and cursor, each customer's
 //! headers, the comparisons and their repairs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::cursor::Cursor;
 use super::{
-    CURSOR_PK, CURSOR_SK, CUSTOMERS_IN_FLIGHT, DEADLINE_MARGIN, DriftError, DriftReport, Mirrored, NOT_FOUND_GRACE,
-    Outcome, Position, classify, next_position,
+    CUSTOMERS_IN_FLIGHT, DEADLINE_MARGIN, DriftError, DriftReport, Mirrored, NOT_FOUND_GRACE, Outcome, Position,
+    classify, next_position,
 };
 use crate::config::TableName;
 use crate::mirror::{API_MESSAGE_PREFIX, MirrorError, MirrorStore, SnapshotWrite, TOMBSTONE, WriteOutcome};
@@ -20,11 +21,11 @@ use crate::stigg::api::{CustomerDirectory, EntitlementsState, Fetched};
 
 /// The drift check: Stigg's customers (`directory`) against the mirror table.
 pub struct DriftCheck<D: ?Sized> {
-    directory: Arc<D>,
-    store: MirrorStore,
-    client: Client,
-    table: TableName,
-    sample: NonZeroUsize,
+    pub(super) directory: Arc<D>,
+    pub(super) store: MirrorStore,
+    pub(super) client: Client,
+    pub(super) table: TableName,
+    pub(super) sample: NonZeroUsize,
 }
 
 impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
@@ -33,15 +34,16 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
         Self { directory, store, client, table, sample }
     }
 
-    /// One run: the next sample of customers, until `deadline` (less [`DEADLINE_MARGIN`]).
+    /// One run: the next sample of customers from Stigg's listing, then as many from the
+    /// mirror's own headers (customers Stigg may have deleted), until `deadline` (less
+    /// [`DEADLINE_MARGIN`]).
     pub async fn run(&self, deadline: SystemTime) -> Result<DriftReport, DriftError> {
         let owner = uuid::Uuid::new_v4().to_string();
-        let Some(position) = self.lease(&owner, deadline).await.map_err(DriftError::Cursor)? else {
+        let Some(cursor) = self.lease(&owner, deadline).await.map_err(DriftError::Cursor)? else {
             tracing::info!("another drift check holds the lease: skipped");
             return Ok(DriftReport { skipped: true, ..DriftReport::default() });
         };
-        let result = self.sample(&position, deadline).await;
-        let (report, next) = match result {
+        let (report, next) = match self.sample(&cursor, deadline).await {
             Ok(done) => done,
             Err(e) => {
                 // The cursor stays where it was; the lease goes, so the next run need not wait.
@@ -55,11 +57,12 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
         Ok(report)
     }
 
-    /// The page at `position`, its customers not yet done, checked until the deadline.
-    async fn sample(&self, position: &Position, deadline: SystemTime) -> Result<(DriftReport, Position), DriftError> {
+    /// Stigg's page at the cursor (its customers not yet done), then the mirror's next
+    /// customers, checked until the deadline.
+    async fn sample(&self, cursor: &Cursor, deadline: SystemTime) -> Result<(DriftReport, Cursor), DriftError> {
         let mut report = DriftReport::default();
         let limit = self.sample.get();
-        let mut at = position.clone();
+        let mut at = cursor.stigg.clone();
         let mut page = self.directory.customers(at.cursor.as_deref(), limit).await.map_err(DriftError::Listing)?;
         if at.offset >= page.customers.len() && at.cursor.is_some() {
             // Past the end (the listing shrank, or the last page was done): start over.
@@ -71,10 +74,38 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
             };
             page = self.directory.customers(at.cursor.as_deref(), limit).await.map_err(DriftError::Listing)?;
         }
-        let todo: Vec<&String> = page.customers.iter().skip(at.offset).collect();
+        let todo: Vec<String> = page.customers.iter().skip(at.offset).cloned().collect();
         let stop_at = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline);
+        let done = self.check_all(&todo, stop_at, &mut report).await;
+        let stigg = next_position(&at, &page, done);
+        if stigg.cursor.is_none() && stigg.offset == 0 && !report.stopped_early {
+            report.wrapped = true;
+        }
+        let mut next = Cursor { stigg, mirror: cursor.mirror.clone() };
+        if report.stopped_early {
+            return Ok((report, next));
+        }
+        let seen: HashSet<String> = todo.into_iter().collect();
+        match self.mirror_sample(cursor.mirror.clone(), limit, &seen).await {
+            Ok((customers, after)) => {
+                let done = self.check_all(&customers, stop_at, &mut report).await;
+                report.from_mirror = done as u64;
+                if done == customers.len() {
+                    next.mirror = after;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "drift check: the mirror's customers not scanned");
+                report.count(Outcome::Failed);
+            }
+        }
+        Ok((report, next))
+    }
+
+    /// Checks `customers` a few at a time until `stop_at`; how many were checked.
+    async fn check_all(&self, customers: &[String], stop_at: SystemTime, report: &mut DriftReport) -> usize {
         let mut done = 0;
-        for chunk in todo.chunks(CUSTOMERS_IN_FLIGHT) {
+        for chunk in customers.chunks(CUSTOMERS_IN_FLIGHT) {
             if SystemTime::now() >= stop_at {
                 report.stopped_early = true;
                 break;
@@ -85,11 +116,7 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
             }
             done += chunk.len();
         }
-        let next = next_position(&at, &page, done);
-        if next.cursor.is_none() && next.offset == 0 && !report.stopped_early {
-            report.wrapped = true;
-        }
-        Ok((report, next))
+        done
     }
 
     /// Every comparison of one customer: customer-wide, then each resource Stigg scopes
@@ -358,82 +385,6 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
             }
         }
     }
-
-    /// Takes the lease (until `deadline`) and reads the position, in one conditional write.
-    /// `None`: another run holds an unexpired lease.
-    async fn lease(&self, owner: &str, deadline: SystemTime) -> Result<Option<Position>, MirrorError> {
-        let now = epoch_ms(SystemTime::now());
-        let result = self
-            .client
-            .update_item()
-            .table_name(self.table.as_str())
-            .set_key(Some(cursor_key()))
-            .update_expression("SET #lu = :until, #lo = :owner, #started = :now")
-            .condition_expression("attribute_not_exists(#lu) OR #lu < :now")
-            .expression_attribute_names("#lu", "leaseUntil")
-            .expression_attribute_names("#lo", "leaseOwner")
-            .expression_attribute_names("#started", "lastStartedAt")
-            .expression_attribute_values(":until", n(epoch_ms(deadline)))
-            .expression_attribute_values(":owner", AttributeValue::S(owner.to_owned()))
-            .expression_attribute_values(":now", n(now))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(out) => {
-                let item = out.attributes.unwrap_or_default();
-                let offset = number(&item, "offset").and_then(|o| usize::try_from(o).ok()).unwrap_or(0);
-                Ok(Some(Position { cursor: text(&item, "cursor").map(str::to_owned), offset }))
-            }
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(None),
-            Err(e) => Err(MirrorError::dynamo("UpdateItem", e)),
-        }
-    }
-
-    /// Releases the lease, and moves the cursor to `next` when given. A lease that expired and
-    /// was taken by another run is left to it (its cursor wins).
-    async fn save(&self, owner: &str, next: Option<&Position>) -> Result<(), MirrorError> {
-        let mut set = vec!["#done = :now"];
-        let mut remove = vec!["#lu", "#lo"];
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(self.table.as_str())
-            .set_key(Some(cursor_key()))
-            .condition_expression("#lo = :owner")
-            .expression_attribute_names("#lu", "leaseUntil")
-            .expression_attribute_names("#lo", "leaseOwner")
-            .expression_attribute_values(":owner", AttributeValue::S(owner.to_owned()))
-            .expression_attribute_values(":now", n(epoch_ms(SystemTime::now())));
-        match next {
-            Some(next) => {
-                request = request
-                    .expression_attribute_names("#done", "lastCompletedAt")
-                    .expression_attribute_names("#c", "cursor")
-                    .expression_attribute_names("#o", "offset")
-                    .expression_attribute_values(":o", n(next.offset as i64));
-                set.push("#o = :o");
-                match &next.cursor {
-                    Some(cursor) => {
-                        set.push("#c = :c");
-                        request = request.expression_attribute_values(":c", AttributeValue::S(cursor.clone()));
-                    }
-                    None => remove.push("#c"),
-                }
-            }
-            None => request = request.expression_attribute_names("#done", "lastFailedAt"),
-        }
-        let result =
-            request.update_expression(format!("SET {} REMOVE {}", set.join(", "), remove.join(", "))).send().await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
-                tracing::warn!("drift check: the lease expired and another run took it; its cursor stands");
-                Ok(())
-            }
-            Err(e) => Err(MirrorError::dynamo("UpdateItem", e)),
-        }
-    }
 }
 
 /// A customer's headers and tombstone as the mirror holds them.
@@ -464,25 +415,18 @@ struct Header {
     features: Option<i64>,
 }
 
-fn cursor_key() -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("pk".to_owned(), AttributeValue::S(CURSOR_PK.to_owned())),
-        ("sk".to_owned(), AttributeValue::S(CURSOR_SK.to_owned())),
-    ])
-}
-
-fn n(v: i64) -> AttributeValue {
+pub(super) fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+pub(super) fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
     item.get(name).and_then(|v| v.as_n().ok()).and_then(|t| t.parse().ok())
 }
 
-fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+pub(super) fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
-fn epoch_ms(t: SystemTime) -> i64 {
+pub(super) fn epoch_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

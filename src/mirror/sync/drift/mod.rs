@@ -2,7 +2,8 @@
 //!
 //! Each run samples the next customers of Stigg's listing (a rolling cursor in the mirror table,
 //! `pk = sync#drift`, `sk = cursor`, that wraps around at the end, so every customer is checked
-//! over time) and compares, per customer and resource, the header's `entitlementsUpdatedAt`
+//! over time), then as many customers of the mirror's own headers (a second cursor: Stigg's
+//! listing never shows a customer whose `customer.deleted` was lost), and compares, per customer and resource, the header's `entitlementsUpdatedAt`
 //! with Stigg's: the same ordering key the webhooks carry. The outcomes:
 //!
 //! - in sync: the same time (or Stigg and the mirror agree the customer does not exist);
@@ -118,6 +119,8 @@ pub fn classify(mirrored: Mirrored, stigg: &Fetched) -> Outcome {
 pub struct DriftReport {
     /// Customers sampled.
     pub customers: u64,
+    /// Of them, from the mirror's own headers (after Stigg's listing's sample).
+    pub from_mirror: u64,
     /// Comparisons (a customer-wide state, or one resource's).
     pub checked: u64,
     pub in_sync: u64,
@@ -235,8 +238,10 @@ pub fn next_position(at: &Position, page: &CustomerPage, done: usize) -> Positio
 }
 
 mod check;
+mod cursor;
 
 pub use check::DriftCheck;
+pub use cursor::Cursor;
 
 #[cfg(test)]
 mod tests {
