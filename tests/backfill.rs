@@ -204,10 +204,7 @@ async fn a_429_storm_slows_the_backfill_down_without_failures() {
     assert_eq!((c.customers, c.written, c.failed), (24, s.stand_in.scopes().len() as u64, 0), "{c:?}");
     assert!(s.stand_in.throttled() > 0, "the stand-in answered 429s");
     assert_eq!(s.api.stats().rate_limited as usize, s.stand_in.throttled());
-    assert!(
-        s.api.rate_now(stigg_webhooks::stigg::api::Operation::EntitlementsState) < 1000.0,
-        "the client lowered its rate"
-    );
+    assert!(s.api.stats().retries as usize >= s.stand_in.throttled(), "every 429 was retried");
     s.assert_mirrored(&BTreeMap::new()).await;
 }
 

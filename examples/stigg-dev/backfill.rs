@@ -45,16 +45,25 @@ pub(crate) struct BackfillArgs {
     budget_seconds: Option<u64>,
 }
 
-pub(crate) async fn mirror_backfill(args: BackfillArgs) -> Result<(), Error> {
-    let sdk = sdk().await;
-    let keys = match (&args.api_key, &args.api_key_parameter) {
+/// The server key given inline, or read from an SSM SecureString (re-read when Stigg refuses it).
+pub(crate) async fn api_keys(
+    sdk: &aws_config::SdkConfig,
+    key: Option<&str>,
+    parameter: Option<&str>,
+) -> Result<ApiKeys, Error> {
+    Ok(match (key, parameter) {
         (Some(key), _) => ApiKeys::fixed(ApiKey::parse(key)?),
         (None, Some(name)) => {
-            let fetch = stigg_webhooks::aws::ApiKeyParameter::new(&sdk, name.clone());
+            let fetch = stigg_webhooks::aws::ApiKeyParameter::new(sdk, name.to_owned());
             ApiKeys::refreshing(Box::new(fetch), Duration::from_secs(60)).await?
         }
         (None, None) => return Err("give --api-key or --api-key-parameter".into()),
-    };
+    })
+}
+
+pub(crate) async fn mirror_backfill(args: BackfillArgs) -> Result<(), Error> {
+    let sdk = sdk().await;
+    let keys = api_keys(&sdk, args.api_key.as_deref(), args.api_key_parameter.as_deref()).await?;
     let settings = ApiSettings { limits: RateLimits::uniform(args.per_minute), ..ApiSettings::patient(&args.api_url) };
     let api = Arc::new(StiggApi::new(Arc::new(keys), settings));
     let table = TableName::parse(&args.table)?;

@@ -23,21 +23,56 @@ pub(crate) struct MirrorArgs {
     /// Eventually consistent reads (as most services would); default: strongly consistent.
     #[arg(long)]
     eventually: bool,
+    /// Stigg's GraphQL endpoint: with a key, a miss reads through to it.
+    #[arg(long, env = "STIGG_API_URL", default_value = stigg_webhooks::stigg::api::DEFAULT_API_URL)]
+    api_url: String,
+    /// The environment's server key (a miss reads through to Stigg's API).
+    #[arg(long, env = "STIGG_API_KEY", conflicts_with = "api_key_parameter")]
+    api_key: Option<String>,
+    /// An SSM SecureString holding the server key.
+    #[arg(long)]
+    api_key_parameter: Option<String>,
+    /// What a miss does with a key: fetch (read through), deny, error.
+    #[arg(long, default_value = "fetch")]
+    on_miss: String,
+    /// Refresh a snapshot neither written nor confirmed by Stigg for this long.
+    #[arg(long)]
+    max_age_seconds: Option<u64>,
 }
 
 pub(crate) async fn mirror(args: MirrorArgs) -> Result<(), Error> {
-    use stigg_webhooks::mirror::Mirror;
+    use stigg_webhooks::mirror::{Mirror, MirrorStore, OnMiss, ReadThrough};
+    use stigg_webhooks::stigg::api::{ApiSettings, StiggApi};
     let table = stigg_webhooks::config::TableName::parse(&args.table)?;
-    let mirror = Mirror::new(aws_sdk_dynamodb::Client::new(&sdk().await), table).consistent(!args.eventually);
+    let sdk = sdk().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let mut mirror = Mirror::new(ddb.clone(), table.clone()).consistent(!args.eventually);
+    if args.api_key.is_some() || args.api_key_parameter.is_some() {
+        let keys = crate::backfill::api_keys(&sdk, args.api_key.as_deref(), args.api_key_parameter.as_deref()).await?;
+        let api = StiggApi::new(std::sync::Arc::new(keys), ApiSettings::fail_fast(&args.api_url));
+        let on_miss = match args.on_miss.as_str() {
+            "fetch" => OnMiss::Fetch,
+            "deny" => OnMiss::Deny,
+            "error" => OnMiss::Error,
+            other => return Err(format!("--on-miss {other}: fetch, deny or error").into()),
+        };
+        let read_through = ReadThrough::new(std::sync::Arc::new(api), MirrorStore::new(ddb, table))
+            .on_miss(on_miss)
+            .max_age(args.max_age_seconds.map(Duration::from_secs));
+        mirror = mirror.read_through(read_through);
+    }
     let resource = args.resource.as_deref();
     if let Some(feature) = &args.feature {
         let started = Instant::now();
         let access = mirror.check(&args.customer, resource, feature, args.requested).await?;
         println!("{}", serde_json::to_string_pretty(&access)?);
-        eprintln!("(the feature's item, {:.1} ms)", started.elapsed().as_secs_f64() * 1000.0);
+        eprintln!("({:.1} ms{})", started.elapsed().as_secs_f64() * 1000.0, read_through_note(&mirror));
         return Ok(());
     }
-    let Some(snapshot) = mirror.entitlements(&args.customer, resource).await? else {
+    let started = Instant::now();
+    let found = mirror.entitlements(&args.customer, resource).await?;
+    eprintln!("({:.1} ms{})", started.elapsed().as_secs_f64() * 1000.0, read_through_note(&mirror));
+    let Some(snapshot) = found else {
         println!(
             "no entitlements mirrored for customer {} {}",
             args.customer,
@@ -71,4 +106,10 @@ pub(crate) async fn mirror(args: MirrorArgs) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// ", read through to Stigg's API" when this read fetched.
+fn read_through_note(mirror: &stigg_webhooks::mirror::Mirror) -> &'static str {
+    let fetched = mirror.read_through_stats().is_some_and(|s| s.fetches.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    if fetched { ", a miss: read through to Stigg's API and written to the mirror" } else { ", from the mirror" }
 }

@@ -2,8 +2,12 @@
 //! by `entitlements.updated`, `entitlement.usage_exceeded` and `customer.deleted`, and never
 //! rolled back by an event that arrives late (Stigg guarantees no order).
 //!
-//! It is a cache kept fresh by events, not a source of truth: an event Stigg failed to deliver
-//! is missing until the next update of that customer's entitlements.
+//! It is a cache kept fresh by events, not a source of truth. With Stigg's API it is complete
+//! from day one and proves it stays right: a [`ReadThrough`] fetches a customer the events have
+//! not brought yet (and refreshes snapshots older than a reader's maximum age), the
+//! [`sync::backfill`] fills every customer once, and the scheduled [`sync::drift`] check samples
+//! customers, repairs what webhooks lost and counts it. All three write with the conditions
+//! below: Stigg's answer never overwrites a newer webhook state nor undoes a newer deletion.
 //!
 //! # Table layout (a stable contract: other languages read it; `schemaVersion` 2)
 //!
@@ -24,6 +28,10 @@
 //! | `writtenAt` | N | when the mirror wrote it, epoch milliseconds |
 //! | `featureCount` | N | how many features the snapshot has |
 //! | `schemaVersion` | N | 2 |
+//! | `verifiedAt` | N | when Stigg's API last confirmed this snapshot, epoch ms (absent: never asked) |
+//!
+//! A snapshot the mirror fetched from Stigg's API (a read-through, the backfill, a drift
+//! repair) has the same items, with `messageId` = `stigg-api:<entitlementsUpdatedAt ms>`.
 //!
 //! A feature, `sk = feature#<resource id>#<feature id>`, the resource id with `%` as `%25` and
 //! `#` as `%23` (so the first `#` after it ends it; `feature##<feature id>` when customer-wide):
@@ -45,6 +53,9 @@
 //! get `deletedAt`. An id that would make a key longer than DynamoDB allows (partition key 2,048
 //! bytes, sort key 1,024; <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-partition-sort-keys>)
 //! is replaced in the key by `%h<SHA-256 hex of the id>` (the items still carry the ids).
+//!
+//! The backfill and the drift check keep their own items under `pk = sync#<job>` (never a
+//! customer's partition): `sync#backfill`/`checkpoint` and `sync#drift`/`cursor`.
 //!
 //! A check reads the feature's item; only when it holds no entitlement, the header (is there a
 //! snapshot at all?). Headers of `schemaVersion` 1 held every feature in a `features` map and
@@ -75,11 +86,13 @@
 //! one, each consistent and never older than what a check saw before.
 
 mod access;
+mod read_through;
 mod reader;
 mod store;
 pub mod sync;
 
 pub use access::{Access, DenyReason, FeatureEntitlement, FeatureKind, Snapshot};
+pub use read_through::{OnMiss, ReadThrough, ReadThroughStats};
 pub use reader::{Mirror, feature_from_item, snapshot_from_item};
 pub use store::{API_MESSAGE_PREFIX, MirrorError, MirrorHandler, MirrorStore, SnapshotWrite, WriteOutcome, item_size};
 

@@ -73,6 +73,15 @@ pub enum MirrorError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Stigg's API gave no answer on a read-through (429, 5xx, a timeout, a refused key).
+    #[error("reading through to Stigg's API failed")]
+    Stigg(#[source] crate::stigg::api::ApiError),
+    /// A read-through failed; the fetch may have been shared with concurrent reads.
+    #[error("the mirror's read-through failed")]
+    ReadThrough(#[source] std::sync::Arc<MirrorError>),
+    /// No snapshot of the customer (or resource), and the reader's policy is to fail.
+    #[error("no mirrored entitlements for customer `{customer}`{}", resource.as_ref().map(|r| format!(", resource `{r}`")).unwrap_or_default())]
+    Miss { customer: String, resource: Option<String> },
     /// One feature's entitlement over DynamoDB's item limit even gzip-compressed: a check reads
     /// one item per feature, so it cannot be split.
     #[error(
@@ -95,14 +104,30 @@ impl MirrorError {
     }
 }
 
+impl MirrorError {
+    /// Whether the same read or write may succeed later (throttling, an outage, a 429).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Dynamo { .. } => true,
+            Self::Stigg(e) => e.is_retryable(),
+            Self::ReadThrough(e) => e.is_retryable(),
+            Self::Malformed(_) | Self::TooLarge { .. } | Self::Refused { .. } | Self::Miss { .. } => false,
+        }
+    }
+
+    /// Stigg's API error behind a failed read-through, if that is what failed.
+    pub fn api_error(&self) -> Option<&crate::stigg::api::ApiError> {
+        match self {
+            Self::Stigg(e) => Some(e),
+            Self::ReadThrough(e) => e.api_error(),
+            _ => None,
+        }
+    }
+}
+
 impl From<MirrorError> for HandlerError {
     fn from(e: MirrorError) -> Self {
-        match e {
-            MirrorError::Dynamo { .. } => HandlerError::retryable(e),
-            MirrorError::Malformed(_) | MirrorError::TooLarge { .. } | MirrorError::Refused { .. } => {
-                HandlerError::permanent(e)
-            }
-        }
+        if e.is_retryable() { HandlerError::retryable(e) } else { HandlerError::permanent(e) }
     }
 }
 
@@ -459,6 +484,34 @@ pub struct MirrorStore {
 impl MirrorStore {
     pub fn new(client: Client, table: TableName) -> Self {
         Self { client, table }
+    }
+
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(super) fn table(&self) -> &TableName {
+        &self.table
+    }
+
+    /// Stamps `verifiedAt` (now) on the header when it still holds `snapshot`'s time: Stigg's
+    /// API confirmed it, so a reader's maximum age counts from now. A newer header is left alone.
+    pub async fn mark_verified(&self, snapshot: &SnapshotWrite) -> Result<(), MirrorError> {
+        let result = self
+            .update_item(Self::key(partition_key(&snapshot.customer), sort_key(snapshot.resource.as_deref())))
+            .update_expression("SET #v = :now")
+            .condition_expression("#t = :t")
+            .expression_attribute_names("#v", "verifiedAt")
+            .expression_attribute_names("#t", "entitlementsUpdatedAt")
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":t", n(snapshot.at_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(MirrorError::dynamo("UpdateItem", e)),
+        }
     }
 
     fn key(pk: String, sk: String) -> Item {

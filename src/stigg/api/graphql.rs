@@ -165,9 +165,12 @@ fn error_codes(errors: &[Value]) -> Vec<&str> {
 /// Codes meaning the customer (or the resource asked for) does not exist
 /// (<https://docs.stigg.io/graphql-reference/types/CustomerNotFoundError>).
 const NOT_FOUND_CODES: [&str; 2] = ["CustomerNotFound", "CustomerResourceNotFound"];
-/// Codes of a refused key. Not documented which codes an authentication failure carries in a
-/// 200 answer; assumed these `ErrorCode` values.
-const REFUSED_CODES: [&str; 3] = ["Unauthenticated", "ApiKeyExpired", "IdentityForbidden"];
+/// Codes of a refused key, should one come as a GraphQL error: a refused key is documented as
+/// HTTP 401/403 (<https://docs.stigg.io/api-and-sdks/api-reference/graphql/authentication>), read
+/// from the status first. `ApiKeyExpired` is a documented error type
+/// (<https://docs.stigg.io/graphql-reference/types/ApiKeyExpired>); `UNAUTHENTICATED` is the
+/// GraphQL servers' usual code (not documented for Stigg; assumed).
+const REFUSED_CODES: [&str; 2] = ["ApiKeyExpired", "UNAUTHENTICATED"];
 
 /// The `data` of a 200 answer, or the error its `errors` say.
 fn data_of(body: &[u8], op: Operation) -> Result<Result<Value, Vec<String>>, ApiError> {

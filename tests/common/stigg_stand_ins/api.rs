@@ -263,7 +263,7 @@ fn answer(state: &Mutex<ApiState>, parts: &hyper::http::request::Parts, body: &B
     *s.calls.entry(op.to_owned()).or_default() += 1;
     let key = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if key != s.api_key {
-        return graphql_error(401, "Unauthenticated", "Unauthorized");
+        return graphql_error(401, "UNAUTHENTICATED", "Unauthorized");
     }
     if let Some(status) = s.faults.pop_front() {
         return json_response(status, &json!({"message": format!("injected {status}")}));

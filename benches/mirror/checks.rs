@@ -1,59 +1,22 @@
-//! `make bench-mirror` (also part of `make bench`): the entitlement mirror against moto, in a
-//! release build. `check` latency, the client's CPU and the read units per check, the DynamoDB
-//! calls each kind of event costs, what the largest snapshot the queue carries (3,000 features)
-//! costs to write, and the item sizes. Writes its section of BENCHMARKS.md (between the mirror
-//! markers, inside the part `make bench` keeps).
-//!
-//! Latency includes moto (a Python emulator, far slower than DynamoDB): it bounds what the code
-//! adds. CPU is this process's own (getrusage), so it does not depend on moto's speed.
-
-#[allow(unused_imports)]
-#[path = "../tests/common/mod.rs"]
-mod common;
+//! The mirror's own figures: DynamoDB calls per kind of event, the largest snapshot's write,
+//! `check` latency, CPU and read units on 10, 100 and 3,000 features, the item sizes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::*;
 use serde_json::json;
 use stigg_webhooks::event::StiggEvent;
 use stigg_webhooks::handler::Handler;
 use stigg_webhooks::mirror::{Mirror, MirrorHandler, MirrorStore, SnapshotWrite, item_size};
 
-const CHECKS: usize = 1000;
-const BEGIN: &str = "<!-- mirror: written by `make bench-mirror` -->";
-const END: &str = "<!-- /mirror -->";
-
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, from /proc (ticks of 1/100 s are too coarse: use rusage).
-    let mut usage = std::mem::MaybeUninit::<libc_rusage>::zeroed();
-    unsafe { getrusage(0, usage.as_mut_ptr()) };
-    let u = unsafe { usage.assume_init() };
-    (u.utime_sec + u.stime_sec) as f64 + (u.utime_usec + u.stime_usec) as f64 / 1e6
-}
-
-#[repr(C)]
-struct libc_rusage {
-    utime_sec: i64,
-    utime_usec: i64,
-    stime_sec: i64,
-    stime_usec: i64,
-    rest: [i64; 14],
-}
-
-unsafe extern "C" {
-    fn getrusage(who: i32, usage: *mut libc_rusage) -> i32;
-}
-
-fn iso(ms: i64) -> String {
-    stigg_webhooks::metrics::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64))
-}
+use crate::common::*;
+use crate::{CHECKS, cpu_seconds, iso, percentile};
 
 /// `entitlements.updated` with `features` entitlements: Stigg's full shape (the documented
 /// example's fields), or `compact` (tests/mirror.rs's: the fields a check reads), whose 3,000
 /// features (~0.9 MB) still fit SQS's 1 MiB where the full shape's (~1.7 MB) do not.
-fn snapshot(customer: &str, t: i64, features: usize, compact: bool) -> String {
+pub fn snapshot(customer: &str, t: i64, features: usize, compact: bool) -> String {
     let entitlements: Vec<_> = (0..features)
         .map(|i| {
             if compact {
@@ -88,12 +51,8 @@ fn query_read_units(items: &[std::collections::HashMap<String, aws_sdk_dynamodb:
     items.iter().map(item_size).sum::<usize>().div_ceil(4096)
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+/// Measures and returns the section's markdown.
+pub async fn run() -> String {
     let admin = aws_sdk_dynamodb::Client::new(&admin_config_for(&ddb_endpoint()).await);
     let table = create_mirror_table(&admin).await;
     let recorder = Recorder::default();
@@ -207,7 +166,6 @@ async fn main() {
         .collect();
 
     let mut s = String::new();
-    let _ = writeln!(s, "{BEGIN}\n## The entitlement mirror (`make bench-mirror`)\n");
     let _ = writeln!(s, "Release build, this process against moto on 127.0.0.1 ({}).\n", std::env::consts::ARCH);
     let _ = writeln!(s, "| figure | measured |\n|---|---|");
     for (features, p50, p99, cpu_us, rate, bytes, units) in &checks {
@@ -262,16 +220,8 @@ async fn main() {
     );
     let _ = writeln!(
         s,
-        "\nA check reads one item of one feature, so its latency and cost do not grow with the snapshot: half a read unit eventually consistent, for 10 features as for 3,000. A stale event costs one failed conditional write and nothing else. A written snapshot costs its header, one conditional UpdateItem per feature (a few in flight), one strongly consistent BatchGetItem (header and tombstone) and one Query of the resource's features (removing the features it no longer has, taking over newer usage). A customer's items share a partition, which DynamoDB serves at up to 1,000 write units a second: the 3,000-feature snapshot's write units take about {:.1} s of it on AWS.\n{END}",
+        "\nA check reads one item of one feature, so its latency and cost do not grow with the snapshot: half a read unit eventually consistent, for 10 features as for 3,000. A stale event costs one failed conditional write and nothing else. A written snapshot costs its header, one conditional UpdateItem per feature (a few in flight), one strongly consistent BatchGetItem (header and tombstone) and one Query of the resource's features (removing the features it no longer has, taking over newer usage). A customer's items share a partition, which DynamoDB serves at up to 1,000 write units a second: the 3,000-feature snapshot's write units take about {:.1} s of it on AWS.",
         write_units(&big_items) as f64 / 1000.0
     );
-    println!("{s}");
-
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(a), Some(b)) => format!("{}{}{}", &old[..a], s.trim_end(), &old[b + END.len()..]),
-        _ => format!("{}\n{}\n", old.trim_end(), s.trim_end()),
-    };
-    std::fs::write(&path, new).unwrap();
+    s
 }
