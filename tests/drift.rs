@@ -132,6 +132,9 @@ async fn a_corrupted_mirror_is_repaired_and_counted_and_a_webhook_newer_snapshot
     assert!(first.wrapped, "one page held every customer");
     let second = check.run(deadline()).await.unwrap();
     assert_eq!((second.in_sync, second.repaired), (scopes, 0), "{second:?}");
+    let (confirmed, _, _) = s.scoped_customers();
+    let header = s.item(&partition_key(&confirmed), &sort_key(None)).await.unwrap();
+    assert!(header.contains_key("verifiedAt"), "an in-sync snapshot is stamped verified: {header:?}");
 
     let (older, missing, ahead) = s.scoped_customers();
     // Older: the header rolled back by hand (as a lost webhook would have left it).

@@ -205,6 +205,19 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
                 report.count(if emptied { outcome } else { Outcome::Failed });
                 return;
             }
+            (Fetched::State(state), Outcome::InSync) => {
+                // Stigg confirmed the snapshot: a reader's maximum age counts from now.
+                let verified = match SnapshotWrite::from_state(state) {
+                    Ok(snapshot) => self.store.mark_verified(&snapshot).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = verified {
+                    tracing::warn!(customer_id = customer, resource_id = resource, error = %crate::error_chain(&e),
+                        "drift check: verifiedAt not stamped");
+                }
+                report.count(outcome);
+                return;
+            }
             (Fetched::State(state), Outcome::Ahead) => {
                 tracing::debug!(
                     customer_id = customer,

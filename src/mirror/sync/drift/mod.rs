@@ -6,7 +6,8 @@
 //! listing never shows a customer whose `customer.deleted` was lost), and compares, per customer and resource, the header's `entitlementsUpdatedAt`
 //! with Stigg's: the same ordering key the webhooks carry. The outcomes:
 //!
-//! - in sync: the same time (or Stigg and the mirror agree the customer does not exist);
+//! - in sync: the same time (or Stigg and the mirror agree the customer does not exist): the
+//!   header's `verifiedAt` is stamped, so a reader's maximum age counts from the check;
 //! - behind: Stigg is newer. A webhook was lost (or is still on its way); repaired with the
 //!   fetched state under the webhooks' own conditions ([`MirrorStore::write_snapshot`]).
 //! - ahead: the mirror is newer. Webhooks arrive before Stigg's API answers with the new state
