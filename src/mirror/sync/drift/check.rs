@@ -124,23 +124,20 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
     /// hold a stale snapshot).
     pub async fn check_customer(&self, customer: &str) -> DriftReport {
         let mut report = DriftReport { customers: 1, ..DriftReport::default() };
-        let mirrored = match self.mirrored(customer).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(customer_id = customer, error = %crate::error_chain(&e), "drift check: mirror unreadable");
-                report.count(Outcome::Failed);
-                return report;
-            }
-        };
-        let of = |resource: Option<&str>| Mirrored {
-            snapshot_at: mirrored.headers.get(resource.unwrap_or_default()).and_then(|h| h.at),
-            empty: mirrored.headers.get(resource.unwrap_or_default()).is_some_and(|h| h.features == Some(0)),
-            deleted_at: mirrored.deleted_at,
-        };
+        // Stigg first, the mirror second: a webhook that lands while Stigg answers counts as in
+        // sync or ahead, not as lost.
         let customer_wide = match self.directory.entitlements_state(customer, None).await {
             Ok(fetched) => fetched,
             Err(e) => {
                 tracing::warn!(customer_id = customer, error = %crate::error_chain(&e), "drift check: Stigg's API gave no answer");
+                report.count(Outcome::Failed);
+                return report;
+            }
+        };
+        let mirrored = match self.mirrored(customer).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(customer_id = customer, error = %crate::error_chain(&e), "drift check: mirror unreadable");
                 report.count(Outcome::Failed);
                 return report;
             }
@@ -158,7 +155,7 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
             report.count(if deleted { outcome } else { Outcome::Failed });
             return report;
         }
-        self.compare(customer, None, of(None), customer_wide, &mut report).await;
+        self.compare(customer, None, mirrored.of(None), customer_wide, &mut report).await;
 
         let listed = match self.directory.resources(customer).await {
             Ok(listed) => listed,
@@ -168,15 +165,30 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
                 Vec::new()
             }
         };
-        let resources: BTreeSet<&str> = listed
-            .iter()
-            .map(String::as_str)
-            .chain(mirrored.headers.keys().map(String::as_str))
-            .filter(|r| !r.is_empty())
-            .collect();
+        let resources: BTreeSet<String> =
+            listed.into_iter().chain(mirrored.headers.keys().cloned()).filter(|r| !r.is_empty()).collect();
+        let mut answers = Vec::new();
         for resource in resources {
-            match self.directory.entitlements_state(customer, Some(resource)).await {
-                Ok(fetched) => self.compare(customer, Some(resource), of(Some(resource)), fetched, &mut report).await,
+            let answer = self.directory.entitlements_state(customer, Some(&resource)).await;
+            answers.push((resource, answer));
+        }
+        if answers.is_empty() {
+            return report;
+        }
+        // Read again after Stigg's answers, for the same reason as above.
+        let mirrored = match self.mirrored(customer).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(customer_id = customer, error = %crate::error_chain(&e), "drift check: mirror unreadable");
+                answers.iter().for_each(|_| report.count(Outcome::Failed));
+                return report;
+            }
+        };
+        for (resource, answer) in answers {
+            match answer {
+                Ok(fetched) => {
+                    self.compare(customer, Some(&resource), mirrored.of(Some(&resource)), fetched, &mut report).await
+                }
                 Err(e) => {
                     tracing::warn!(customer_id = customer, resource_id = resource, error = %crate::error_chain(&e),
                         "drift check: Stigg's API gave no answer");
@@ -409,6 +421,16 @@ struct CustomerInMirror {
 }
 
 impl CustomerInMirror {
+    /// What the mirror holds for one resource (`None`: customer-wide).
+    fn of(&self, resource: Option<&str>) -> Mirrored {
+        let header = self.headers.get(resource.unwrap_or_default());
+        Mirrored {
+            snapshot_at: header.and_then(|h| h.at),
+            deleted_at: self.deleted_at,
+            empty: header.is_some_and(|h| h.features == Some(0)),
+        }
+    }
+
     /// The newest snapshot of any resource.
     fn newest(&self) -> Option<i64> {
         self.headers.values().filter_map(|h| h.at).max()

@@ -214,7 +214,7 @@ impl DriftError {
     /// DynamoDB throttling or an outage, Stigg's 429 or 5xx: the next scheduled run may pass.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Cursor(e) => matches!(e, MirrorError::Dynamo { .. }),
+            Self::Cursor(e) => e.is_retryable(),
             Self::Listing(e) => e.is_retryable(),
         }
     }
