@@ -311,11 +311,20 @@ async fn the_binary_runs_a_drift_check_per_scheduled_event_and_refuses_what_it_c
     assert_eq!(answer["report"]["in_sync"], scopes, "{answer}");
     let refused = api.invoke(&json!({"action": "purge"}), Duration::from_secs(30)).await.unwrap_err();
     assert!(refused.contains("unknown request"), "{refused}");
+    // Stigg's listing failing beyond the drift client's 5 attempts: a failed invocation and run.
+    s.stand_in.fail_next(5, 503);
+    let failed = api.invoke(&json!({"action": "drift"}), Duration::from_secs(120)).await.unwrap_err();
+    assert!(failed.contains("customer listing failed"), "{failed}");
 
     let lines = process.settled_lines().await;
     assert_eq!(emf_sum(&lines, "MirrorDrift", Some(("Outcome", "missing"))), scopes as f64);
     assert_eq!(emf_sum(&lines, "MirrorDrift", Some(("Outcome", "in_sync"))), scopes as f64);
     assert_eq!(emf_sum(&lines, "MirrorDriftRuns", Some(("Outcome", "completed"))), 2.0);
+    assert_eq!(
+        emf_sum(&lines, "MirrorDriftRuns", Some(("Outcome", "failed"))),
+        1.0,
+        "what the not-running alarm misses"
+    );
     assert_eq!(emf_sum(&lines, "MirrorDriftChecked", None), 2.0 * scopes as f64);
     assert!(!lines.iter().any(|l| l.contains(KEY)), "the key is never logged");
     assert!(api.init_errors().is_empty());
