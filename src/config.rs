@@ -34,6 +34,8 @@ pub enum ConfigError {
     SecretParameter { name: String, cause: String },
     #[error("set one of STIGG_API_KEY or STIGG_API_KEY_PARAMETER, not both")]
     AmbiguousApiKey,
+    #[error("set one of STIGG_API_KEY or STIGG_SERVER_KEY_PARAMETER, not both")]
+    AmbiguousServerKey,
 }
 
 impl From<crate::ingest::secrets::FetchError> for ConfigError {
@@ -352,6 +354,55 @@ impl BridgeConfig {
     }
 }
 
+pub const DEFAULT_STIGG_API_URL: &str = crate::stigg::api::DEFAULT_API_URL;
+/// Customers one drift-check run samples by default.
+pub const DEFAULT_DRIFT_SAMPLE: usize = 50;
+/// The most a run samples: one page of Stigg's customer listing (the client asks at most this
+/// many; Stigg documents no larger page). Checking more customers a day is a shorter schedule.
+pub const MAX_DRIFT_SAMPLE: usize = crate::stigg::api::graphql::MAX_PAGE;
+
+/// The `mirror-sync` function: the drift check and the backfill against Stigg's API.
+#[derive(Debug, Clone)]
+pub struct MirrorSyncConfig {
+    /// `ENTITLEMENT_MIRROR_TABLE`.
+    pub table: TableName,
+    /// `STIGG_API_URL`: Stigg's GraphQL endpoint.
+    pub api_url: String,
+    /// The server key: `STIGG_SERVER_KEY_PARAMETER` (an SSM SecureString with the environment's
+    /// full-access key; the bridge's may be scoped to "Event Queue: Read", which GraphQL refuses),
+    /// or `STIGG_API_KEY` inline for local use.
+    pub api_key: ApiKeySource,
+    /// `MIRROR_DRIFT_SAMPLE_SIZE`: customers per drift-check run (1 to [`MAX_DRIFT_SAMPLE`]).
+    pub drift_sample: NonZeroUsize,
+}
+
+impl MirrorSyncConfig {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let table = TableName::parse(&env.required("ENTITLEMENT_MIRROR_TABLE")?)
+            .map_err(|e| invalid("ENTITLEMENT_MIRROR_TABLE", e))?;
+        let api_key = match (env.value("STIGG_API_KEY"), env.value("STIGG_SERVER_KEY_PARAMETER")) {
+            (Some(_), Some(_)) => return Err(ConfigError::AmbiguousServerKey),
+            (Some(key), None) => ApiKeySource::Inline(ApiKey::parse(&key).map_err(|e| invalid("STIGG_API_KEY", e))?),
+            (None, Some(name)) => ApiKeySource::Parameter(name),
+            (None, None) => return Err(ConfigError::Missing("STIGG_SERVER_KEY_PARAMETER (or STIGG_API_KEY)")),
+        };
+        let api_url = env.value("STIGG_API_URL").unwrap_or_else(|| DEFAULT_STIGG_API_URL.to_owned());
+        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+            return Err(invalid("STIGG_API_URL", format!("{api_url:?} is not an http(s) URL")));
+        }
+        let drift_sample = positive(env, "MIRROR_DRIFT_SAMPLE_SIZE", DEFAULT_DRIFT_SAMPLE)?;
+        if drift_sample.get() > MAX_DRIFT_SAMPLE {
+            return Err(invalid(
+                "MIRROR_DRIFT_SAMPLE_SIZE",
+                format!(
+                    "{drift_sample} is more than one page of Stigg's customer listing (at most {MAX_DRIFT_SAMPLE})"
+                ),
+            ));
+        }
+        Ok(Self { table, api_url, api_key, drift_sample })
+    }
+}
+
 pub const DEFAULT_STATUS_URL: &str = "https://status.stigg.io/proxy/status.stigg.io/component_impacts";
 
 #[derive(Debug, Clone)]
@@ -623,6 +674,46 @@ mod tests {
         assert_eq!(c.url, DEFAULT_STATUS_URL);
         assert_eq!(c.window, Duration::from_secs(86_400));
         assert!(StatusConfig::from_env(&[("STIGG_STATUS_URL", "status.stigg.io")]).is_err());
+    }
+
+    #[test]
+    fn mirror_sync_configuration() {
+        let env = [("ENTITLEMENT_MIRROR_TABLE", "stigg-mirror"), ("STIGG_SERVER_KEY_PARAMETER", "/stigg/server-key")];
+        let c = MirrorSyncConfig::from_env(&env).unwrap();
+        assert_eq!(c.table.as_str(), "stigg-mirror");
+        assert_eq!(c.api_url, "https://api.stigg.io/graphql");
+        assert!(matches!(c.api_key, ApiKeySource::Parameter(ref n) if n == "/stigg/server-key"));
+        assert_eq!(c.drift_sample.get(), DEFAULT_DRIFT_SAMPLE);
+        let local = [
+            ("ENTITLEMENT_MIRROR_TABLE", "stigg-mirror"),
+            ("STIGG_API_KEY", "server-local-key"),
+            ("STIGG_API_URL", "http://127.0.0.1:4000/graphql"),
+            ("MIRROR_DRIFT_SAMPLE_SIZE", "100"),
+        ];
+        let c = MirrorSyncConfig::from_env(&local).unwrap();
+        assert!(matches!(c.api_key, ApiKeySource::Inline(ref k) if k.expose() == "server-local-key"));
+        assert!(!format!("{c:?}").contains("server-local-key"), "the key is never printed");
+        assert_eq!((c.api_url.as_str(), c.drift_sample.get()), ("http://127.0.0.1:4000/graphql", 100));
+    }
+
+    #[test]
+    fn mirror_sync_settings_are_refused_by_name() {
+        let base = [("ENTITLEMENT_MIRROR_TABLE", "stigg-mirror"), ("STIGG_SERVER_KEY_PARAMETER", "/k")];
+        for (var, value) in [
+            ("MIRROR_DRIFT_SAMPLE_SIZE", "0"),
+            ("MIRROR_DRIFT_SAMPLE_SIZE", "101"),
+            ("STIGG_API_URL", "api.stigg.io/graphql"),
+            ("ENTITLEMENT_MIRROR_TABLE", "no spaces"),
+        ] {
+            // The first of a name wins: the case under test comes first.
+            let env = [(var, value), base[0], base[1]];
+            let err = MirrorSyncConfig::from_env(&env).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}={value}: {err}");
+        }
+        let both = [base[0], base[1], ("STIGG_API_KEY", "k")];
+        assert!(matches!(MirrorSyncConfig::from_env(&both), Err(ConfigError::AmbiguousServerKey)));
+        let none = [base[0]];
+        assert!(MirrorSyncConfig::from_env(&none).unwrap_err().to_string().contains("STIGG_SERVER_KEY_PARAMETER"));
     }
 
     #[test]

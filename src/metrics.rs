@@ -233,6 +233,27 @@ pub fn status_probe(ok: bool) {
     }
 }
 
+/// Comparisons of one drift-check run by outcome (`MirrorDrift`, dimension `Outcome`: in_sync,
+/// behind, ahead, missing, not_found, failed). Zero counts are not written (the collector skips
+/// them): an alarm on an outcome treats missing data as none.
+pub fn mirror_drift(outcome: &'static str, n: u64) {
+    if n > 0 {
+        metrics::counter!("MirrorDrift", "Outcome" => outcome).increment(n);
+    }
+}
+
+/// Comparisons of one drift-check run in all (`MirrorDriftChecked`).
+pub fn mirror_drift_checked(n: u64) {
+    metrics::counter!("MirrorDriftChecked").increment(n);
+}
+
+/// One drift-check run (`MirrorDriftRuns`, dimension `Outcome`: completed, failed (nothing
+/// compared: the listing, the cursor, or every comparison failed), skipped (another run held the
+/// lease)). Its absence for hours is the "not running" alarm.
+pub fn mirror_drift_run(outcome: &'static str) {
+    metrics::counter!("MirrorDriftRuns", "Outcome" => outcome).increment(1);
+}
+
 pub fn processor(outcome: ProcessorOutcome, latency_ms: f64) {
     metrics::counter!("Records", "Outcome" => outcome.as_str()).increment(1);
     if outcome == ProcessorOutcome::Processed {

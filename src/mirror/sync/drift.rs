@@ -1,1 +1,0 @@
-//! TODO(issue 22): filled in by the drift work.
