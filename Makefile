@@ -102,7 +102,9 @@ stigg-status: ## Stigg's status page as a table: uptime per component, open inci
 
 mirror: ## A customer's mirrored entitlements: CUSTOMER=... [RESOURCE=...] [FEATURE=... REQUESTED=n]; local (make dev MIRROR=1) or AWS=1
 	@if [ -n "$(AWS)" ]; then \
-	  table=$$(SAM_CLI_TELEMETRY=0 sam list stack-outputs --stack-name $(STACK) --output json | python3 -c 'import json,sys; print({o["OutputKey"]:o["OutputValue"] for o in json.load(sys.stdin)}.get("EntitlementMirrorTableName",""))'); \
+	  out=$$(SAM_CLI_TELEMETRY=0 sam list stack-outputs --stack-name $(STACK) --output json) || exit 1; \
+	  output() { echo "$$out" | python3 -c 'import json,sys; print({o["OutputKey"]:o["OutputValue"] for o in json.load(sys.stdin)}.get(sys.argv[1],""))' "$$1"; }; \
+	  table=$$(output EntitlementMirrorTableName); parameter=$$(output StiggServerKeyParameterName); \
 	  test -n "$$table" || { echo "the stack has no mirror: deploy with EntitlementMirror=Enabled"; exit 1; }; \
 	else \
 	  test -f $(DEV_ENV) || { echo "the local stack is not running: start 'make dev MIRROR=1' first (or AWS=1)"; exit 1; }; \
@@ -110,21 +112,21 @@ mirror: ## A customer's mirrored entitlements: CUSTOMER=... [RESOURCE=...] [FEAT
 	  test -n "$$table" || { echo "the local stack runs without the mirror: restart it with 'make dev MIRROR=1'"; exit 1; }; \
 	fi; \
 	test -n "$(CUSTOMER)" || { echo "give CUSTOMER=<customer id>"; exit 1; }; \
-	$(DEV) mirror --table "$$table" --customer "$(CUSTOMER)" $(if $(RESOURCE),--resource "$(RESOURCE)") $(if $(FEATURE),--feature "$(FEATURE)") $(if $(REQUESTED),--requested $(REQUESTED))
+	$(DEV) mirror --table "$$table" $${parameter:+--api-key-parameter "$$parameter"} --customer "$(CUSTOMER)" $(if $(RESOURCE),--resource "$(RESOURCE)") $(if $(FEATURE),--feature "$(FEATURE)") $(if $(REQUESTED),--requested $(REQUESTED))
 
 mirror-backfill: ## Fill the entitlement mirror from Stigg's API (every customer, resumable, progress): local (make dev MIRROR=1) or AWS=1; RESTART=1 starts over; BACKFILL_FLAGS="--in-flight 8 --per-minute 600 --budget-seconds 300"
 	@if [ -n "$(AWS)" ]; then \
 	  out=$$(SAM_CLI_TELEMETRY=0 sam list stack-outputs --stack-name $(STACK) --output json) || exit 1; \
 	  output() { echo "$$out" | python3 -c 'import json,sys; print({o["OutputKey"]:o["OutputValue"] for o in json.load(sys.stdin)}.get(sys.argv[1],""))' "$$1"; }; \
-	  table=$$(output EntitlementMirrorTableName); parameter=$$(output StiggApiKeyParameterName); \
+	  table=$$(output EntitlementMirrorTableName); parameter=$$(output StiggServerKeyParameterName); \
 	  test -n "$$table" || { echo "the stack has no mirror: deploy with EntitlementMirror=Enabled"; exit 1; }; \
-	  test -n "$$parameter" || { echo "the stack has no Stigg API key parameter (output StiggApiKeyParameterName)"; exit 1; }; \
+	  test -n "$$parameter" || { echo "the stack has no Stigg server key: deploy with StiggServerKeyParameterName=<SSM SecureString name>"; exit 1; }; \
 	  $(DEV) mirror-backfill --table "$$table" --api-key-parameter "$$parameter" $(if $(RESTART),--restart) $(BACKFILL_FLAGS); \
 	else \
 	  test -f $(DEV_ENV) || { echo "the local stack is not running: start 'make dev MIRROR=1' first (or AWS=1)"; exit 1; }; \
 	  . $(DEV_ENV); \
 	  { test -n "$$ENTITLEMENT_MIRROR_TABLE" && test -n "$$STIGG_API_URL"; } || { echo "the local stack runs without the mirror: restart it with 'make dev MIRROR=1'"; exit 1; }; \
-	  $(DEV) mirror-backfill --table "$$ENTITLEMENT_MIRROR_TABLE" --api-url "$$STIGG_API_URL" --api-key "$$STIGG_API_KEY" $(if $(RESTART),--restart) $(BACKFILL_FLAGS); \
+	  $(DEV) mirror-backfill --table "$$ENTITLEMENT_MIRROR_TABLE" --api-url "$$STIGG_API_URL" $(if $(RESTART),--restart) $(BACKFILL_FLAGS); \
 	fi
 
 poison: ## Put an unparseable message on the local events queue (watch it reach the DLQ)

@@ -292,3 +292,44 @@ async fn unknown_and_failing_customers_are_counted_and_the_run_goes_on() {
     assert_eq!(summary.failed_sample, ["customer-refused"]);
     s.assert_mirrored(&BTreeMap::new()).await;
 }
+
+/// Stigg's API with `entitlementsState` down (an outage longer than the client's retries).
+struct StatesDown(Arc<StiggApi>);
+
+#[async_trait]
+impl EntitlementsSource for StatesDown {
+    async fn entitlements_state(&self, _: &str, _: Option<&str>) -> Result<Fetched, ApiError> {
+        Err(ApiError::Unavailable { status: 503 })
+    }
+}
+
+#[async_trait]
+impl CustomerDirectory for StatesDown {
+    async fn customers(&self, cursor: Option<&str>, limit: usize) -> Result<CustomerPage, ApiError> {
+        self.0.customers(cursor, limit).await
+    }
+
+    async fn resources(&self, customer: &str) -> Result<Vec<String>, ApiError> {
+        self.0.resources(customer).await
+    }
+}
+
+#[tokio::test]
+async fn when_every_customer_fails_the_run_stops_before_them_and_the_next_run_does_them() {
+    let s = setup().await;
+    let backfill = s.backfill(Arc::new(StatesDown(s.api.clone())), options(2, 1));
+    let e = backfill.run(Instant::now() + FOREVER, |_| {}).await.unwrap_err();
+    assert!(
+        matches!(e, stigg_webhooks::mirror::sync::backfill::BackfillError::FailingEveryCustomer { in_a_row, .. } if in_a_row >= 20),
+        "{e}"
+    );
+    assert!(e.is_retryable());
+    let cp = backfill.checkpoint().await.unwrap().expect("saved");
+    assert_eq!((cp.counts.customers, cp.counts.failed), (0, 0), "nothing passed as failed: {cp:?}");
+    assert!(!cp.is_finished());
+    // Stigg answers again: the next run does every customer.
+    let (summary, _) = run(&s.backfill(s.api.clone(), options(4, 5)), Instant::now() + FOREVER).await;
+    assert_eq!(summary.ending, Ending::Finished);
+    assert_eq!(summary.progress.counts.failed, 0);
+    s.assert_mirrored(&BTreeMap::new()).await;
+}

@@ -105,6 +105,7 @@ fn empty_snapshot(customer: &str, resource: Option<&str>, at_ms: i64, message_id
         at_iso: iso(at_ms),
         message_id: message_id.to_owned(),
         features: BTreeMap::new(),
+        usage_at_ms: None,
     }
 }
 

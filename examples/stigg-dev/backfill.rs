@@ -20,7 +20,7 @@ pub(crate) struct BackfillArgs {
     #[arg(long, env = "STIGG_API_URL", default_value = DEFAULT_API_URL)]
     api_url: String,
     /// The environment's server key (default: read from --api-key-parameter).
-    #[arg(long, conflicts_with = "api_key_parameter")]
+    #[arg(long, env = "STIGG_API_KEY", hide_env_values = true, conflicts_with = "api_key_parameter")]
     api_key: Option<String>,
     /// An SSM SecureString holding the server key (a deployed stack's StiggApiKeyParameterName).
     #[arg(long)]

@@ -27,7 +27,7 @@ pub(crate) struct MirrorArgs {
     #[arg(long, env = "STIGG_API_URL", default_value = stigg_webhooks::stigg::api::DEFAULT_API_URL)]
     api_url: String,
     /// The environment's server key (a miss reads through to Stigg's API).
-    #[arg(long, env = "STIGG_API_KEY", conflicts_with = "api_key_parameter")]
+    #[arg(long, env = "STIGG_API_KEY", hide_env_values = true, conflicts_with = "api_key_parameter")]
     api_key: Option<String>,
     /// An SSM SecureString holding the server key.
     #[arg(long)]

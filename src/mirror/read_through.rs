@@ -258,7 +258,15 @@ impl ReadThrough {
             }
         };
         let write = SnapshotWrite::from_state(&state)?;
-        let outcome = self.store.write_snapshot(&write).await?;
+        let outcome = match self.store.write_snapshot(&write).await {
+            Ok(outcome) => outcome,
+            // Stigg answered: that answer stands even when the mirror cannot keep it (throttled,
+            // a role without the mirror's write actions). The next miss asks Stigg again.
+            Err(e) => {
+                tracing::error!(customer, resource, error = %crate::error_chain(&e), "read-through: Stigg's state could not be written to the mirror; answered from it");
+                return Ok(Some(Arc::new(snapshot_of(&write))));
+            }
+        };
         tracing::info!(
             customer,
             resource,

@@ -24,6 +24,10 @@ use crate::stigg::api::{ApiError, CustomerDirectory, EntitlementsState, Fetched}
 /// Pages of customers read before giving up on a listing that never ends (10 million
 /// customers at the largest page).
 const MAX_PAGES: usize = 100_000;
+/// This many customers failing in a row (after the client's retries each) is not about them:
+/// the key, the query, or an outage longer than the retries. The run stops where the streak
+/// began, so the next run does those customers again instead of passing them as failed.
+pub const MAX_FAILED_IN_A_ROW: u64 = 20;
 
 #[derive(Debug, Clone)]
 pub struct BackfillOptions {
@@ -51,6 +55,10 @@ pub enum BackfillError {
     Listing(#[source] ApiError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Every customer failed for a while: the checkpoint stays before them (see the log's
+    /// `backfill of a customer failed` lines for why).
+    #[error("{in_a_row} customers in a row failed (first: {first}); stopped before them, the next run retries them")]
+    FailingEveryCustomer { in_a_row: u64, first: String },
 }
 
 impl BackfillError {
@@ -61,6 +69,7 @@ impl BackfillError {
             Self::Listing(e) => e.is_retryable(),
             Self::Checkpoint(CheckpointError::Mirror(MirrorError::Dynamo { .. })) => true,
             Self::Checkpoint(_) => false,
+            Self::FailingEveryCustomer { .. } => true,
         }
     }
 }
@@ -205,6 +214,9 @@ impl<D: CustomerDirectory> Backfill<D> {
         let mut resuming = Some((cp.page_done, cp.last_done.clone()));
         let mut pages = 0usize;
         let mut tasks: JoinSet<(usize, Counts, Option<String>)> = JoinSet::new();
+        // The failures in a row folded so far, and the checkpoint as it was before the first.
+        let mut streak = 0u64;
+        let mut before_streak: Option<(Checkpoint, String)> = None;
         loop {
             // Launch customers while fewer than `in_flight` are not yet folded into the
             // checkpoint (so a stop redoes at most those), reading the next page when needed.
@@ -227,6 +239,12 @@ impl<D: CustomerDirectory> Backfill<D> {
                             return Err(BackfillError::Listing(e));
                         }
                     };
+                    if page.next.is_some() && page.next == cursor {
+                        // A listing that leads back to itself would be read forever.
+                        self.save(&mut cp, &mut unsaved).await?;
+                        let detail = "the customer listing's next cursor is the page's own".to_owned();
+                        return Err(BackfillError::Listing(ApiError::Malformed(detail)));
+                    }
                     cp.total = page.total.or(cp.total);
                     let skip = match resuming.take() {
                         Some((done, Some(last))) => {
@@ -295,6 +313,14 @@ impl<D: CustomerDirectory> Backfill<D> {
                 let slot = slots.pop_front().expect("front exists");
                 first_seq += 1;
                 queued -= 1;
+                if counts.failed > 0 {
+                    if streak == 0 {
+                        before_streak = Some((cp.clone(), slot.customer.clone()));
+                    }
+                    streak += 1;
+                } else {
+                    (streak, before_streak) = (0, None);
+                }
                 cp.counts.add(&counts);
                 this_run += 1;
                 unsaved += 1;
@@ -311,6 +337,14 @@ impl<D: CustomerDirectory> Backfill<D> {
                         cp.last_done = Some(slot.customer);
                     }
                 }
+            }
+            if streak >= MAX_FAILED_IN_A_ROW
+                && let Some((mut back, first)) = before_streak.take()
+            {
+                tasks.abort_all();
+                (back.revision, back.failed_sample) = (cp.revision, cp.failed_sample.clone());
+                self.save(&mut back, &mut unsaved).await?;
+                return Err(BackfillError::FailingEveryCustomer { in_a_row: streak, first });
             }
             if unsaved >= every {
                 self.save(&mut cp, &mut unsaved).await?;

@@ -144,15 +144,22 @@ pub fn status_error(status: u16, retry_after: Option<Duration>, body: &[u8]) -> 
 /// `Retry-After` in seconds or as an HTTP date. Stigg documents no `Retry-After` (the Edge
 /// API says it sends none, <https://docs.stigg.io/api-and-sdks/integration/graphql/edge-api-rate-limits>);
 /// when one comes, it is honoured.
+/// At most [`MAX_RETRY_AFTER`]: a per-minute limit frees up within a minute, and a larger (or
+/// absurd) value must not hold every caller of the operation for longer.
 pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    use aws_smithy_types::date_time::{DateTime, Format};
-    let at = std::time::SystemTime::try_from(DateTime::from_str(value, Format::HttpDate).ok()?).ok()?;
-    Some(at.duration_since(now).unwrap_or_default())
+    let wait = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        use aws_smithy_types::date_time::{DateTime, Format};
+        let at = std::time::SystemTime::try_from(DateTime::from_str(value, Format::HttpDate).ok()?).ok()?;
+        at.duration_since(now).unwrap_or_default()
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
+
+/// The longest `Retry-After` honoured: Stigg's limits are per minute.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// A GraphQL error's code, `errors[].extensions.code`. Not documented beyond the `ErrorCode`
 /// enum (<https://docs.stigg.io/graphql-reference/types/ErrorCode>) and the trace id riding in
@@ -480,5 +487,6 @@ mod tests {
         assert_eq!(retry_after("7", now), Some(Duration::from_secs(7)));
         assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now), Some(Duration::from_secs(10)));
         assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("18446744073709551615", now), Some(MAX_RETRY_AFTER), "bounded");
     }
 }

@@ -95,7 +95,7 @@ impl Bucket {
             self.rate = (self.rate / 2.0).max(self.ceiling / 32.0);
         }
         self.tokens = self.tokens.min(0.0);
-        let until = now + hold;
+        let until = now.checked_add(hold).unwrap_or(now);
         self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
     }
 

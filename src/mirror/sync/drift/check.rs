@@ -341,6 +341,7 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
             at_iso: crate::metrics::rfc3339(now),
             message_id: format!("{API_MESSAGE_PREFIX}not-found:{now_ms}"),
             features: BTreeMap::new(),
+            usage_at_ms: None,
         };
         match self.store.write_snapshot(&empty).await {
             Ok(outcome) => {
