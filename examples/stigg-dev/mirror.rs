@@ -66,12 +66,19 @@ pub(crate) async fn mirror(args: MirrorArgs) -> Result<(), Error> {
         let started = Instant::now();
         let access = mirror.check(&args.customer, resource, feature, args.requested).await?;
         println!("{}", serde_json::to_string_pretty(&access)?);
-        eprintln!("({:.1} ms{})", started.elapsed().as_secs_f64() * 1000.0, read_through_note(&mirror));
+        eprintln!(
+            "({:.1} ms{})",
+            started.elapsed().as_secs_f64() * 1000.0,
+            read_through_note(
+                &mirror,
+                access.deny_reason != Some(stigg_webhooks::mirror::DenyReason::CustomerNotFound)
+            )
+        );
         return Ok(());
     }
     let started = Instant::now();
     let found = mirror.entitlements(&args.customer, resource).await?;
-    eprintln!("({:.1} ms{})", started.elapsed().as_secs_f64() * 1000.0, read_through_note(&mirror));
+    eprintln!("({:.1} ms{})", started.elapsed().as_secs_f64() * 1000.0, read_through_note(&mirror, found.is_some()));
     let Some(snapshot) = found else {
         println!(
             "no entitlements mirrored for customer {} {}",
@@ -109,7 +116,11 @@ pub(crate) async fn mirror(args: MirrorArgs) -> Result<(), Error> {
 }
 
 /// ", read through to Stigg's API" when this read fetched.
-fn read_through_note(mirror: &stigg_webhooks::mirror::Mirror) -> &'static str {
+fn read_through_note(mirror: &stigg_webhooks::mirror::Mirror, found: bool) -> &'static str {
     let fetched = mirror.read_through_stats().is_some_and(|s| s.fetches.load(std::sync::atomic::Ordering::Relaxed) > 0);
-    if fetched { ", a miss: read through to Stigg's API and written to the mirror" } else { ", from the mirror" }
+    match (fetched, found) {
+        (true, true) => ", a miss: read through to Stigg's API and written to the mirror",
+        (true, false) => ", a miss: Stigg's API does not know the customer either",
+        (false, _) => ", from the mirror",
+    }
 }
