@@ -385,3 +385,24 @@ async fn a_customer_only_the_mirror_holds_is_found_from_the_mirrors_side_and_del
     let next = s.check(100).run(deadline()).await.unwrap();
     assert_eq!((next.from_mirror, next.not_found), (0, 0), "{next:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_deletes_at_most_a_tenth_of_its_sample_when_stigg_knows_nobody_it_is_asked_about() {
+    let s = Setup::new().await;
+    // Ten mirrored customers Stigg does not know: a server key of another environment, say.
+    let long_ago = epoch_millis("2026-01-02T00:00:00.000Z").unwrap();
+    for i in 0..10 {
+        s.store().write_snapshot(&granting(&format!("customer-elsewhere-{i}"), long_ago, "m-1")).await.unwrap();
+    }
+    let report = s.check(30).run(deadline()).await.unwrap();
+    assert_eq!(report.from_mirror, 10, "{report:?}");
+    // max(3, 30 / 10) deleted; all ten counted not found (the alarm), seven left alone.
+    assert_eq!((report.not_found, report.failed), (10, 0), "{report:?}");
+    let mut kept = 0;
+    for i in 0..10 {
+        if s.mirror_at(&format!("customer-elsewhere-{i}"), None).await.is_some() {
+            kept += 1;
+        }
+    }
+    assert_eq!(kept, 7);
+}

@@ -26,18 +26,30 @@ pub struct DriftCheck<D: ?Sized> {
     pub(super) client: Client,
     pub(super) table: TableName,
     pub(super) sample: NonZeroUsize,
+    /// Deletions (customers and resources Stigg does not know) left in this run.
+    pub(super) deletions_left: std::sync::atomic::AtomicU64,
+}
+
+/// The most a run deletes: max(3, a tenth of the sample). More customers "not found" in one
+/// run is not lost `customer.deleted` events but a wrong answer (a server key of another Stigg
+/// environment, an incident): a deletion dated now could not be undone by a backfill, so past
+/// this they are counted `not_found` but left alone, with an ERROR line: the NotFound alarm.
+pub fn max_deletions(sample: NonZeroUsize) -> u64 {
+    (sample.get() as u64 / 10).max(3)
 }
 
 impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
     pub fn new(directory: Arc<D>, client: Client, table: TableName, sample: NonZeroUsize) -> Self {
         let store = MirrorStore::new(client.clone(), table.clone());
-        Self { directory, store, client, table, sample }
+        let deletions_left = std::sync::atomic::AtomicU64::new(max_deletions(sample));
+        Self { directory, store, client, table, sample, deletions_left }
     }
 
     /// One run: the next sample of customers from Stigg's listing, then as many from the
     /// mirror's own headers (customers Stigg may have deleted), until `deadline` (less
     /// [`DEADLINE_MARGIN`]).
     pub async fn run(&self, deadline: SystemTime) -> Result<DriftReport, DriftError> {
+        self.deletions_left.store(max_deletions(self.sample), std::sync::atomic::Ordering::Relaxed);
         let owner = uuid::Uuid::new_v4().to_string();
         let Some(cursor) = self.lease(&owner, deadline).await.map_err(DriftError::Cursor)? else {
             tracing::info!("another drift check holds the lease: skipped");
@@ -298,6 +310,10 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
             );
             return true;
         }
+        // Not deleted, but counted not_found: the NotFound alarm says someone must look.
+        if !self.may_delete(customer, None) {
+            return true;
+        }
         let message_id = format!("{API_MESSAGE_PREFIX}not-found:{now_ms}");
         match self.store.delete_customer(customer, now_ms, &crate::metrics::rfc3339(now), &message_id).await {
             Ok(outcome) => {
@@ -319,6 +335,21 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
         }
     }
 
+    /// Takes one of the run's deletions; `false` (with an ERROR line) when none is left.
+    fn may_delete(&self, customer: &str, resource: Option<&str>) -> bool {
+        use std::sync::atomic::Ordering;
+        let took = self.deletions_left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+        if !took {
+            tracing::error!(
+                customer_id = customer,
+                resource_id = resource,
+                limit = max_deletions(self.sample),
+                "drift check: more customers Stigg does not know than a run deletes (a server key of another environment?): not deleted"
+            );
+        }
+        took
+    }
+
     /// A resource Stigg does not know (its subscription gone): an empty snapshot at the time
     /// of the check takes its entitlements out, unless its snapshot is younger than
     /// [`NOT_FOUND_GRACE`]. `false`: DynamoDB failed.
@@ -332,6 +363,9 @@ impl<D: CustomerDirectory + ?Sized> DriftCheck<D> {
                 mirror_at = at,
                 "drift check: Stigg does not know a resource mirrored moments ago; left for a later check"
             );
+            return true;
+        }
+        if !self.may_delete(customer, resource) {
             return true;
         }
         let empty = SnapshotWrite {
