@@ -31,6 +31,17 @@ struct Setup {
 }
 
 impl Setup {
+    /// The `mirror-sync` binary's environment for this table and stand-in.
+    fn binary_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ENTITLEMENT_MIRROR_TABLE", self.table.as_str().to_owned()),
+            ("STIGG_API_KEY", KEY.to_owned()),
+            ("STIGG_API_URL", self.stand_in.url()),
+            ("MIRROR_DRIFT_SAMPLE_SIZE", "100".to_owned()),
+            ("AWS_ENDPOINT_URL", endpoint()),
+        ]
+    }
+
     async fn new() -> Self {
         let stand_in = StiggApiStandIn::start(KEY).await;
         stand_in.seed_file(&StiggApiStandIn::fixture()).unwrap();
@@ -294,14 +305,8 @@ async fn a_customer_stigg_does_not_know_is_deleted_unless_it_was_mirrored_moment
 async fn the_binary_runs_a_drift_check_per_scheduled_event_and_refuses_what_it_cannot_do() {
     let s = Setup::new().await;
     let api = RuntimeApi::start(Duration::from_secs(120)).await;
-    let env = [
-        ("ENTITLEMENT_MIRROR_TABLE", s.table.as_str().to_owned()),
-        ("STIGG_API_KEY", KEY.to_owned()),
-        ("STIGG_API_URL", s.stand_in.url()),
-        ("MIRROR_DRIFT_SAMPLE_SIZE", "100".to_owned()),
-        ("AWS_ENDPOINT_URL", endpoint()),
-        ("AWS_LAMBDA_LOG_LEVEL", "info".to_owned()),
-    ];
+    let mut env = s.binary_env();
+    env.push(("AWS_LAMBDA_LOG_LEVEL", "info".to_owned()));
     let process = FunctionProcess::spawn(binary("mirror-sync").as_path(), &api, &env);
     let scheduled = json!({"version": "0", "id": "e-1", "detail-type": "Scheduled Event", "source": "aws.scheduler",
         "account": "123456789012", "time": "2026-12-04T12:00:00Z", "region": "us-east-1", "resources": [], "detail": {}});
@@ -349,13 +354,7 @@ async fn two_runs_at_once_check_the_sample_once() {
 async fn the_binary_backfills_on_request_and_the_drift_check_then_finds_everything_in_sync() {
     let s = Setup::new().await;
     let api = RuntimeApi::start(Duration::from_secs(300)).await;
-    let env = [
-        ("ENTITLEMENT_MIRROR_TABLE", s.table.as_str().to_owned()),
-        ("STIGG_API_KEY", KEY.to_owned()),
-        ("STIGG_API_URL", s.stand_in.url()),
-        ("MIRROR_DRIFT_SAMPLE_SIZE", "100".to_owned()),
-        ("AWS_ENDPOINT_URL", endpoint()),
-    ];
+    let env = s.binary_env();
     let _process = FunctionProcess::spawn(binary("mirror-sync").as_path(), &api, &env);
     let answer = api.invoke(&json!({"action": "backfill"}), Duration::from_secs(300)).await.unwrap();
     assert_eq!(answer["ending"], "finished", "{answer}");

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stigg_webhooks::config::{ApiKey, TableName};
+use stigg_webhooks::config::ApiKey;
 use stigg_webhooks::edge::ApiKeys;
 use stigg_webhooks::mirror::sync::backfill::{Backfill, BackfillOptions, Ending};
 use stigg_webhooks::stigg::api::limiter::DEFAULT_PER_MINUTE;
 use stigg_webhooks::stigg::api::{ApiSettings, RateLimits, StiggApi};
 
 use crate::common::stigg_stand_ins::api::{CUSTOMER_RESOURCES, CUSTOMERS, ENTITLEMENTS_STATE, StiggApiStandIn};
-use crate::common::*;
 
 const KEY: &str = "bench-server-key";
 const CUSTOMERS_N: usize = 300;
@@ -40,13 +39,7 @@ struct Run {
 }
 
 async fn run_once(customers: usize, per_minute: u32, stand_in_per_minute: usize) -> Run {
-    let admin = aws_sdk_dynamodb::Client::new(&admin_config_for(&ddb_endpoint()).await);
-    let table: TableName = create_mirror_table(&admin).await;
-    let recorder = Recorder::default();
-    let sdk = sdk_config_for(&ddb_endpoint()).await;
-    let ddb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(recorder.clone()).build(),
-    );
+    let crate::Recorded { table, recorder, client: ddb, .. } = crate::recorded_table().await;
     let api = StiggApiStandIn::start(KEY).await;
     for op in [ENTITLEMENTS_STATE, CUSTOMERS, CUSTOMER_RESOURCES] {
         api.set_limit(op, stand_in_per_minute, Duration::from_secs(60));

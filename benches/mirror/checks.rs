@@ -10,7 +10,6 @@ use stigg_webhooks::event::StiggEvent;
 use stigg_webhooks::handler::Handler;
 use stigg_webhooks::mirror::{Mirror, MirrorHandler, MirrorStore, SnapshotWrite, item_size};
 
-use crate::common::*;
 use crate::{CHECKS, cpu_seconds, iso, percentile};
 
 /// `entitlements.updated` with `features` entitlements: Stigg's full shape (the documented
@@ -53,13 +52,7 @@ fn query_read_units(items: &[std::collections::HashMap<String, aws_sdk_dynamodb:
 
 /// Measures and returns the section's markdown.
 pub async fn run() -> String {
-    let admin = aws_sdk_dynamodb::Client::new(&admin_config_for(&ddb_endpoint()).await);
-    let table = create_mirror_table(&admin).await;
-    let recorder = Recorder::default();
-    let sdk = sdk_config_for(&ddb_endpoint()).await;
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(recorder.clone()).build(),
-    );
+    let crate::Recorded { admin, table, recorder, client } = crate::recorded_table().await;
     let handler = MirrorHandler::new(MirrorStore::new(client.clone(), table.clone()));
 
     // Calls per event.

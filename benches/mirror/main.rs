@@ -47,6 +47,25 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// A fresh mirror table; `client` counts its calls in `recorder`, `admin` does not.
+pub struct Recorded {
+    pub admin: aws_sdk_dynamodb::Client,
+    pub table: stigg_webhooks::config::TableName,
+    pub recorder: common::Recorder,
+    pub client: aws_sdk_dynamodb::Client,
+}
+
+pub async fn recorded_table() -> Recorded {
+    let admin = aws_sdk_dynamodb::Client::new(&common::admin_config_for(&common::ddb_endpoint()).await);
+    let table = common::create_mirror_table(&admin).await;
+    let recorder = common::Recorder::default();
+    let sdk = common::sdk_config_for(&common::ddb_endpoint()).await;
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(recorder.clone()).build(),
+    );
+    Recorded { admin, table, recorder, client }
+}
+
 mod backfill;
 mod checks;
 mod read_through;

@@ -15,7 +15,6 @@ use stigg_webhooks::mirror::{Mirror, MirrorStore, ReadThrough};
 use stigg_webhooks::stigg::api::{ApiSettings, StiggApi};
 
 use crate::common::stigg_stand_ins::api::{ENTITLEMENTS_STATE, StiggApiStandIn};
-use crate::common::*;
 use crate::{CHECKS, percentile};
 
 const KEY: &str = "bench-server-key";
@@ -54,13 +53,7 @@ fn summary(mut latencies: Vec<f64>) -> (f64, f64) {
 
 /// Measures and returns the section's markdown.
 pub async fn run() -> String {
-    let admin = aws_sdk_dynamodb::Client::new(&admin_config_for(&ddb_endpoint()).await);
-    let table = create_mirror_table(&admin).await;
-    let recorder = Recorder::default();
-    let sdk = sdk_config_for(&ddb_endpoint()).await;
-    let ddb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(recorder.clone()).build(),
-    );
+    let crate::Recorded { table, recorder, client: ddb, .. } = crate::recorded_table().await;
     let api = StiggApiStandIn::start(KEY).await;
     let at = "2026-12-01T10:00:00.000Z";
     for i in 0..MISSES.max(STORM_KNOWN) {

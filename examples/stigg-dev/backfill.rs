@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use clap::Parser;
-use stigg_webhooks::config::{ApiKey, TableName};
+use stigg_webhooks::config::{ApiKey, ApiKeySource, TableName};
 use stigg_webhooks::edge::ApiKeys;
 use stigg_webhooks::mirror::sync::backfill::{Backfill, BackfillOptions, Ending};
 use stigg_webhooks::stigg::api::{ApiSettings, DEFAULT_API_URL, RateLimits, StiggApi, limiter::DEFAULT_PER_MINUTE};
@@ -51,14 +51,12 @@ pub(crate) async fn api_keys(
     key: Option<&str>,
     parameter: Option<&str>,
 ) -> Result<ApiKeys, Error> {
-    Ok(match (key, parameter) {
-        (Some(key), _) => ApiKeys::fixed(ApiKey::parse(key)?),
-        (None, Some(name)) => {
-            let fetch = stigg_webhooks::aws::ApiKeyParameter::new(sdk, name.to_owned());
-            ApiKeys::refreshing(Box::new(fetch), Duration::from_secs(60)).await?
-        }
+    let source = match (key, parameter) {
+        (Some(key), _) => ApiKeySource::Inline(ApiKey::parse(key)?),
+        (None, Some(name)) => ApiKeySource::Parameter(name.to_owned()),
         (None, None) => return Err("give --api-key or --api-key-parameter".into()),
-    })
+    };
+    Ok(stigg_webhooks::aws::api_keys(sdk, source, Duration::from_secs(60)).await?)
 }
 
 pub(crate) async fn mirror_backfill(args: BackfillArgs) -> Result<(), Error> {

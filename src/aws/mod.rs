@@ -103,7 +103,7 @@ impl SecretFetch for SecretParameter {
     }
 }
 
-/// The bridge's Stigg API key in an SSM SecureString parameter.
+/// A Stigg API key in an SSM SecureString parameter (the bridge's, mirror-sync's server key).
 pub struct ApiKeyParameter {
     client: aws_sdk_ssm::Client,
     name: String,
@@ -120,6 +120,22 @@ impl crate::stigg::edge::ApiKeyFetch for ApiKeyParameter {
     async fn fetch(&self) -> Result<crate::config::ApiKey, String> {
         let value = read_secure_parameter(&self.client, &self.name).await.map_err(|e| e.to_string())?;
         crate::config::ApiKey::parse(&value).map_err(|e| format!("SSM parameter {}: {e}", self.name))
+    }
+}
+
+/// The Stigg API key of `source`: as given, or read from its parameter now (a failure fails the
+/// cold start) and again at most every `reread` when Stigg refuses it (a rotation needs no
+/// redeploy).
+pub async fn api_keys(
+    sdk: &SdkConfig,
+    source: crate::config::ApiKeySource,
+    reread: Duration,
+) -> Result<crate::stigg::edge::ApiKeys, String> {
+    use crate::config::ApiKeySource;
+    use crate::stigg::edge::ApiKeys;
+    match source {
+        ApiKeySource::Inline(key) => Ok(ApiKeys::fixed(key)),
+        ApiKeySource::Parameter(name) => ApiKeys::refreshing(Box::new(ApiKeyParameter::new(sdk, name)), reread).await,
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 use stigg_webhooks::bridge::{Bridge, BridgeError};
-use stigg_webhooks::config::{ApiKeySource, BridgeConfig, ProcessEnv};
-use stigg_webhooks::edge::{self, ApiKeys, Backoff, EdgeApi, EdgeCredentials};
+use stigg_webhooks::config::{BridgeConfig, ProcessEnv};
+use stigg_webhooks::edge::{self, Backoff, EdgeApi, EdgeCredentials};
 use stigg_webhooks::queue::{EventQueue, SourceQueue};
 use stigg_webhooks::{aws, error_chain, init_error, invocation_deadline, logging, metrics};
 
@@ -26,14 +26,7 @@ async fn main() -> Result<(), Error> {
     metrics::init("bridge");
     let config = BridgeConfig::from_env(&ProcessEnv).map_err(init_error)?;
     let sdk = aws::load_sdk_config().await;
-    let keys = match config.api_key {
-        ApiKeySource::Inline(key) => ApiKeys::fixed(key),
-        ApiKeySource::Parameter(name) => {
-            ApiKeys::refreshing(Box::new(aws::ApiKeyParameter::new(&sdk, name)), API_KEY_REREAD)
-                .await
-                .map_err(init_error)?
-        }
-    };
+    let keys = aws::api_keys(&sdk, config.api_key, API_KEY_REREAD).await.map_err(init_error)?;
     let backoff = Backoff::default();
     let api = EdgeApi::new(&config.edge_api_url, EDGE_REQUEST_TIMEOUT);
     let credentials = EdgeCredentials::new(api, keys, config.stigg_queue.clone(), config.credentials_duration, backoff);

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
-use stigg_webhooks::config::{ApiKeySource, MirrorSyncConfig, ProcessEnv};
-use stigg_webhooks::edge::ApiKeys;
+use stigg_webhooks::config::{MirrorSyncConfig, ProcessEnv};
 use stigg_webhooks::mirror::sync::drift::{self, DriftCheck};
 use stigg_webhooks::mirror::sync::invocation::{self, MirrorSync};
 use stigg_webhooks::stigg::api::StiggApi;
@@ -26,14 +25,7 @@ async fn main() -> Result<(), Error> {
     metrics::init("mirror-sync");
     let config = MirrorSyncConfig::from_env(&ProcessEnv).map_err(init_error)?;
     let sdk = aws::load_sdk_config().await;
-    let keys = match config.api_key {
-        ApiKeySource::Inline(key) => ApiKeys::fixed(key),
-        ApiKeySource::Parameter(name) => {
-            ApiKeys::refreshing(Box::new(aws::ApiKeyParameter::new(&sdk, name)), API_KEY_REREAD)
-                .await
-                .map_err(init_error)?
-        }
-    };
+    let keys = aws::api_keys(&sdk, config.api_key, API_KEY_REREAD).await.map_err(init_error)?;
     let keys = Arc::new(keys);
     // One client per job: the drift check gives up sooner than the backfill.
     let drift_api = StiggApi::new(keys.clone(), drift::api_settings(&config.api_url));

@@ -38,9 +38,10 @@ pub enum OnMiss {
     Error,
 }
 
-/// Negative entries kept at most (an unknown customer each): a flood of distinct unknown ids
-/// beyond it still goes through the API client's rate limiter, it only stops being cached.
-const MAX_NEGATIVE_ENTRIES: usize = 10_000;
+/// Entries an [`Expiring`] keeps at most (an unknown customer, a refreshed key): a flood of
+/// distinct ids beyond it still goes through the API client's rate limiter, it only stops
+/// being remembered.
+const MAX_ENTRIES: usize = 10_000;
 /// A stale snapshot is refreshed at most this often per key, whatever the refresh's outcome: a
 /// failing API (or one whose answer the mirror cannot stamp as confirmed) is not asked again on
 /// every read.
@@ -74,9 +75,10 @@ pub struct ReadThrough {
     serve_stale: bool,
     negative_ttl: Duration,
     flights: Mutex<HashMap<Key, Shared<BoxFuture<'static, Filled>>>>,
-    negative: Mutex<HashMap<Key, Instant>>,
-    /// When each key's last background refresh started.
-    refreshed: Mutex<HashMap<Key, Instant>>,
+    /// Keys Stigg answered `CustomerNotFound` for, until their TTL.
+    negative: Expiring,
+    /// Keys refreshed in the background, until their cooldown ends.
+    refreshed: Expiring,
     stats: ReadThroughStats,
 }
 
@@ -102,8 +104,8 @@ impl ReadThrough {
             serve_stale: true,
             negative_ttl: Duration::from_secs(60),
             flights: Mutex::default(),
-            negative: Mutex::default(),
-            refreshed: Mutex::default(),
+            negative: Expiring::default(),
+            refreshed: Expiring::default(),
             stats: ReadThroughStats::default(),
         }
     }
@@ -165,7 +167,7 @@ impl ReadThrough {
         resource: Option<&str>,
     ) -> Result<Option<Arc<Snapshot>>, MirrorError> {
         let key: Key = (customer.to_owned(), resource.map(str::to_owned));
-        if self.negative_hit(&key) {
+        if self.negative.contains(&key) {
             self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
@@ -195,18 +197,9 @@ impl ReadThrough {
     /// flight for the key is not started twice.
     pub fn refresh_in_background(self: &Arc<Self>, customer: &str, resource: Option<&str>) {
         let key: Key = (customer.to_owned(), resource.map(str::to_owned));
-        {
-            let mut refreshed = self.refreshed.lock().expect("refreshed lock");
-            let now = Instant::now();
-            if refreshed.get(&key).is_some_and(|at| now.duration_since(*at) < REFRESH_COOLDOWN) {
-                return;
-            }
-            if refreshed.len() >= MAX_NEGATIVE_ENTRIES {
-                refreshed.retain(|_, at| now.duration_since(*at) < REFRESH_COOLDOWN);
-            }
-            if refreshed.len() < MAX_NEGATIVE_ENTRIES {
-                refreshed.insert(key, now);
-            }
+        // Checked and remembered at once: of two reads at the same moment, one refreshes.
+        if !self.refreshed.insert_new(key, REFRESH_COOLDOWN) {
+            return;
         }
         self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
@@ -222,29 +215,6 @@ impl ReadThrough {
         self.stats.served_stale.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn negative_hit(&self, key: &Key) -> bool {
-        let mut negative = self.negative.lock().expect("negative lock");
-        match negative.get(key) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                negative.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn remember_not_found(&self, key: &Key) {
-        let mut negative = self.negative.lock().expect("negative lock");
-        let now = Instant::now();
-        if negative.len() >= MAX_NEGATIVE_ENTRIES {
-            negative.retain(|_, until| *until > now);
-        }
-        if negative.len() < MAX_NEGATIVE_ENTRIES {
-            negative.insert(key.clone(), now + self.negative_ttl);
-        }
-    }
-
     /// One API call and its write-through.
     async fn fetch(&self, key: &Key) -> Result<Option<Arc<Snapshot>>, MirrorError> {
         let (customer, resource) = (key.0.as_str(), key.1.as_deref());
@@ -253,7 +223,7 @@ impl ReadThrough {
             Fetched::State(state) => state,
             Fetched::CustomerNotFound => {
                 tracing::info!(customer, resource, "Stigg does not know this customer: remembered as not found");
-                self.remember_not_found(key);
+                self.negative.insert(key.clone(), self.negative_ttl);
                 return Ok(None);
             }
         };
@@ -285,13 +255,57 @@ impl ReadThrough {
             }
             // Deleted after Stigg's state was true: the deletion stands.
             WriteOutcome::AfterDeletion => {
-                self.remember_not_found(key);
+                self.negative.insert(key.clone(), self.negative_ttl);
                 Ok(None)
             }
             WriteOutcome::UsageOnly | WriteOutcome::Deleted(_) => {
                 unreachable!("write_snapshot answers Written, Stale or AfterDeletion")
             }
         }
+    }
+}
+
+/// Keys remembered for a while, at most [`MAX_ENTRIES`] (expired ones make room first).
+#[derive(Default)]
+struct Expiring(Mutex<HashMap<Key, Instant>>);
+
+impl Expiring {
+    /// Whether `key` is remembered and not yet expired.
+    fn contains(&self, key: &Key) -> bool {
+        let mut map = self.0.lock().expect("expiring lock");
+        match map.get(key) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                map.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers `key` for `ttl` from now (unless full of live entries).
+    fn insert(&self, key: Key, ttl: Duration) {
+        self.remember(key, ttl, true);
+    }
+
+    /// [`Self::insert`] if `key` is not remembered yet; `false` (nothing changed) when it is.
+    fn insert_new(&self, key: Key, ttl: Duration) -> bool {
+        self.remember(key, ttl, false)
+    }
+
+    fn remember(&self, key: Key, ttl: Duration, renew: bool) -> bool {
+        let mut map = self.0.lock().expect("expiring lock");
+        let now = Instant::now();
+        if !renew && map.get(&key).is_some_and(|until| *until > now) {
+            return false;
+        }
+        if map.len() >= MAX_ENTRIES {
+            map.retain(|_, until| *until > now);
+        }
+        if map.len() < MAX_ENTRIES {
+            map.insert(key, now + ttl);
+        }
+        true
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::access::{self, Access, FeatureEntitlement, Snapshot};
 use super::read_through::{OnMiss, ReadThrough, ReadThroughStats};
-use super::store::{Item, MirrorError, gunzip, json_from_attribute, query};
+use super::store::{Item, MirrorError, gunzip, json_from_attribute, number_of, query};
 use super::{feature_prefix, feature_sort_key, partition_key, sort_key};
 use crate::config::TableName;
 
@@ -87,7 +87,7 @@ impl Mirror {
         resource: Option<&str>,
     ) -> Result<Option<Option<Snapshot>>, MirrorError> {
         let Some(rt) = &self.read_through else { return Ok(None) };
-        let fresh_at = ["writtenAt", "verifiedAt"].iter().filter_map(|k| number(header, k)).max();
+        let fresh_at = ["writtenAt", "verifiedAt"].iter().filter_map(|k| number_of(header, k)).max();
         if !rt.is_stale(fresh_at, SystemTime::now()) {
             return Ok(None);
         }
@@ -283,10 +283,6 @@ async fn snapshot_with_features(
         }
     }
     Ok(Some(snapshot))
-}
-
-fn number(item: &Item, name: &str) -> Option<i64> {
-    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
 }
 
 /// Reads a header of the documented layout (a schema 1 header with its `features`); `None` for

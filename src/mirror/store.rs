@@ -413,7 +413,7 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn number_of(item: &Item, name: &str) -> Option<i64> {
+pub(super) fn number_of(item: &Item, name: &str) -> Option<i64> {
     item.get(name).and_then(|v| v.as_n().ok()).and_then(|t| t.parse().ok())
 }
 
