@@ -12,7 +12,7 @@ use common::runtime_api::{FunctionProcess, RuntimeApi, binary, function_url_post
 use common::*;
 use serde_json::{Value, json};
 use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
-use stigg_webhooks::config::QueueUrl;
+use stigg_webhooks::config::{QueueUrl, TableName};
 use stigg_webhooks::handler::{Handlers, LoggingHandler};
 use stigg_webhooks::lambda_http::Request;
 use stigg_webhooks::processor::{Processor, RecordOutcome};
@@ -301,8 +301,20 @@ async fn a_duplicate_re_sent_after_a_lost_completion_still_runs_handlers_once() 
     assert_eq!(receiver.handle(post(&event("k-lost")), deadline_in(Duration::from_secs(10))).await.status(), 202);
     let messages = res.drain().await;
     assert_eq!(messages.len(), 2, "the event was queued twice");
+    // The two copies are claimed at once: on a DynamoDB whose conditional writes are atomic per
+    // item, as DynamoDB's are (moto's threaded server's are not: it let both claim, now and then).
+    // The processor's records (`processed#`) never read the receiver's (`accepted#`).
+    let serial = SerialMoto::start().await;
+    let serial_ddb = aws_sdk_dynamodb::Client::new(&admin_config_for(&serial.endpoint).await);
+    let processed = unique("processed");
+    create_table(&serial_ddb, &processed).await;
     let processor = Processor::new(
-        IdempotencyStore::new(res.ddb.clone(), res.table.clone(), Duration::from_secs(3600), ClaimScope::Processor),
+        IdempotencyStore::new(
+            serial_ddb,
+            TableName::parse(&processed).unwrap(),
+            Duration::from_secs(3600),
+            ClaimScope::Processor,
+        ),
         Some(EventQueue::new(sqs, dlq)),
         Handlers::new().on_all(LoggingHandler),
         4,
