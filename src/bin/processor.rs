@@ -45,6 +45,7 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::load_sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let mirror = config.mirror_table.map(|table| MirrorHandler::new(MirrorStore::new(dynamodb.clone(), table)));
+    let replays_from = config.forwarder.as_ref().map(|c| c.source.clone());
     let forwarder = config.forwarder.map(|c| Forwarder::new(aws_sdk_eventbridge::Client::new(&sdk), c));
     let store = IdempotencyStore::new(dynamodb, config.table, config.ttl, ClaimScope::Processor);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -52,12 +53,15 @@ async fn main() -> Result<(), Error> {
     if dead_letters.is_none() {
         tracing::warn!("DEAD_LETTER_QUEUE_URL not set: poison records are left to the queue's redrive policy");
     }
-    let processor = Processor::new(
+    let mut processor = Processor::new(
         store,
         dead_letters,
         with_built_ins(mirror, forwarder, handlers()),
         config.max_concurrency.get(),
     );
+    if let Some(source) = replays_from {
+        processor = processor.accepting_replays_from(source);
+    }
     let processor = Arc::new(processor);
     // run_concurrent: sequential unless Lambda sets AWS_LAMBDA_MAX_CONCURRENCY above 1.
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<SqsEvent>| {

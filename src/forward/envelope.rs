@@ -4,11 +4,11 @@
 //! An SQS target receives the event as EventBridge delivers it, the whole envelope as the message
 //! body (`version`, `id`, `detail-type`, `source`, `time`, ..., `detail`), and a replayed event
 //! carries `replay-name` (<https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-archive.html>).
-//! From the forwarder's `detail`:
+//! Only this stack's replays are read (see [`Expected`]); from the forwarder's `detail`:
 //! - the Stigg payload is `detail` less the forwarder's [`METADATA`] member;
 //! - the key is the metadata's `idempotencyKey` (a key derived from the body could not be derived
-//!   again: the payload's text is re-serialized), else derived as for any payload;
-//! - a replayed event's key is scoped to its replay, `replay:<replay-name>:<key>`, so each replay
+//!   again: the payload's text is re-serialized);
+//! - the key is scoped to its replay, `replay:<replay-name>:<key>`, so each replay
 //!   runs every handler once more, and once only, while the original's record stays;
 //! - when it first reached us is the metadata's `receivedAt`, never the replay's delivery time: an
 //!   old event replayed stays old for the entitlement mirror's ordering.
@@ -39,8 +39,21 @@ pub enum EnvelopeError {
         "EventBridge event forwarded with a reduced detail (the event was too large for an entry): its payload is not in the event, so no handler can run on it"
     )]
     Reduced,
+    #[error("EventBridge event not from this stack's replays: {0}")]
+    NotOurs(&'static str),
     #[error(transparent)]
     Payload(#[from] PayloadError),
+}
+
+/// What an envelope must show to be read as one of this stack's replayed events: anything else
+/// on the events queue that looks like an EventBridge event (another rule's delivery, a message
+/// crafted to look like one) is refused, since it never passed the receiver's secret check.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// The forwarder's `Source`.
+    pub source: &'a str,
+    /// The account of the queue the record came from (its event source ARN), when known.
+    pub account: Option<&'a str>,
 }
 
 /// An EventBridge event as a target receives it, not a Stigg payload (Stigg's have `type`).
@@ -48,30 +61,40 @@ pub fn is_bus_event(fields: &Map<String, Value>) -> bool {
     fields.contains_key("detail-type") && fields.contains_key("source") && fields.contains_key("detail")
 }
 
-pub fn unwrap(mut envelope: Map<String, Value>) -> Result<BusEvent, EnvelopeError> {
+/// Reads one of this stack's replayed events: `source` the forwarder's, `account` the queue's,
+/// a `replay-name`, and the forwarder's metadata with the key.
+pub fn unwrap(mut envelope: Map<String, Value>, expected: Expected<'_>) -> Result<BusEvent, EnvelopeError> {
+    if envelope.get("source").and_then(Value::as_str) != Some(expected.source) {
+        return Err(EnvelopeError::NotOurs("its source is not the forwarder's"));
+    }
+    if let Some(account) = expected.account
+        && envelope.get("account").and_then(Value::as_str) != Some(account)
+    {
+        return Err(EnvelopeError::NotOurs("its account is not the queue's"));
+    }
+    let Some(replay) = envelope.get("replay-name").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_owned)
+    else {
+        return Err(EnvelopeError::NotOurs("not a replay (no replay-name)"));
+    };
     let Some(Value::Object(mut detail)) = envelope.remove("detail") else {
         return Err(EnvelopeError::DetailNotAnObject);
     };
-    let metadata = match detail.remove(METADATA) {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
+    let Some(Value::Object(metadata)) = detail.remove(METADATA) else {
+        return Err(EnvelopeError::NotOurs("no stiggWebhooks metadata"));
     };
     if metadata.get("truncated").and_then(Value::as_bool) == Some(true) {
         return Err(EnvelopeError::Reduced);
     }
-    let replay = envelope.get("replay-name").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_owned);
+    let Some(key) = metadata.get("idempotencyKey").and_then(Value::as_str).and_then(|k| IdempotencyKey::parse(k).ok())
+    else {
+        return Err(EnvelopeError::NotOurs("no idempotency key in its metadata"));
+    };
+    // serde_json's map sorts keys: the text differs from Stigg's; the key (above) does not.
     let raw = Value::Object(detail.clone()).to_string();
     let mut payload = WebhookPayload::from_fields(detail, raw.as_bytes())?;
-    if let Some(key) =
-        metadata.get("idempotencyKey").and_then(Value::as_str).and_then(|k| IdempotencyKey::parse(k).ok())
-    {
-        payload.key = key;
-    }
-    if let Some(replay) = &replay {
-        payload.key = replay_key(replay, &payload.key);
-    }
+    payload.key = replay_key(&replay, &key);
     let received_at_ms = metadata.get("receivedAt").and_then(Value::as_u64);
-    Ok(BusEvent { payload, raw, replay, received_at_ms })
+    Ok(BusEvent { payload, raw, replay: Some(replay), received_at_ms })
 }
 
 /// The key of `key`'s event within one replay.
@@ -96,6 +119,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const OURS: Expected<'static> = Expected { source: "stigg.webhooks", account: Some("123456789012") };
+
     fn envelope(detail: Value, replay: Option<&str>) -> Map<String, Value> {
         let mut e = json!({
             "version": "0", "id": "6a7e8feb", "detail-type": "subscription.created", "source": "stigg.webhooks",
@@ -109,22 +134,34 @@ mod tests {
     }
 
     #[test]
-    fn a_forwarded_event_comes_back_with_its_key_and_first_receipt() {
+    fn a_replayed_event_comes_back_with_its_first_receipt_and_stiggs_payload() {
         let detail = json!({"type": "subscription.created", "messageId": "m-1",
             "stiggWebhooks": {"idempotencyKey": "m-1", "receivedAt": 1_764_614_400_123u64}});
-        let e = unwrap(envelope(detail, None)).unwrap();
-        assert_eq!(e.payload.key.as_str(), "m-1");
-        assert_eq!(e.replay, None);
+        let e = unwrap(envelope(detail, Some("r1")), OURS).unwrap();
+        assert_eq!(e.payload.key.as_str(), "replay:r1:m-1");
+        assert_eq!(e.replay.as_deref(), Some("r1"));
         assert_eq!(e.received_at_ms, Some(1_764_614_400_123));
         assert!(!e.raw.contains("stiggWebhooks"), "the payload is Stigg's");
     }
 
     #[test]
+    fn an_envelope_that_is_not_one_of_our_replays_is_refused() {
+        let ours = json!({"type": "customer.created", "stiggWebhooks": {"idempotencyKey": "m"}});
+        assert!(matches!(unwrap(envelope(ours.clone(), None), OURS), Err(EnvelopeError::NotOurs(_))), "no replay-name");
+        let other_source = Expected { source: "someone.else", ..OURS };
+        assert!(matches!(unwrap(envelope(ours.clone(), Some("r")), other_source), Err(EnvelopeError::NotOurs(_))));
+        let other_account = Expected { account: Some("999999999999"), ..OURS };
+        assert!(matches!(unwrap(envelope(ours, Some("r")), other_account), Err(EnvelopeError::NotOurs(_))));
+        let crafted = json!({"type": "entitlements.updated", "messageId": "m"});
+        assert!(matches!(unwrap(envelope(crafted, Some("r")), OURS), Err(EnvelopeError::NotOurs(_))), "no metadata");
+    }
+
+    #[test]
     fn a_replayed_event_is_keyed_per_replay_and_a_hashed_key_survives_reserialization() {
         let detail = json!({"type": "credits.balance.usage_low", "stiggWebhooks": {"idempotencyKey": "abc123"}});
-        let first = unwrap(envelope(detail.clone(), Some("stack-20261201T100000"))).unwrap();
+        let first = unwrap(envelope(detail.clone(), Some("stack-20261201T100000")), OURS).unwrap();
         assert_eq!(first.payload.key.as_str(), "replay:stack-20261201T100000:abc123");
-        let second = unwrap(envelope(detail, Some("stack-20261202T100000"))).unwrap();
+        let second = unwrap(envelope(detail, Some("stack-20261202T100000")), OURS).unwrap();
         assert_ne!(first.payload.key, second.payload.key);
     }
 
@@ -135,8 +172,8 @@ mod tests {
         assert!(key.as_str().len() <= MAX_KEY_BYTES && key.as_str().starts_with("replay:"));
         let reduced =
             json!({"type": "entitlements.updated", "stiggWebhooks": {"idempotencyKey": "m", "truncated": true}});
-        assert!(matches!(unwrap(envelope(reduced, Some("r"))), Err(EnvelopeError::Reduced)));
-        assert!(matches!(unwrap(envelope(json!("text"), None)), Err(EnvelopeError::DetailNotAnObject)));
+        assert!(matches!(unwrap(envelope(reduced, Some("r")), OURS), Err(EnvelopeError::Reduced)));
+        assert!(matches!(unwrap(envelope(json!("text"), Some("r")), OURS), Err(EnvelopeError::DetailNotAnObject)));
     }
 
     #[test]

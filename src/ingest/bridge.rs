@@ -898,7 +898,7 @@ mod tests {
             let key = WebhookPayload::parse(body.as_bytes()).unwrap().key;
             let record: SqsMessage = serde_json::from_value(json!({"messageId": "m", "body": body})).unwrap();
             assert!(record.message_attributes.is_empty());
-            let event = crate::processor::event_from_record(&record).unwrap();
+            let event = crate::processor::event_from_record(&record, None).unwrap();
             assert_eq!(event.key, key, "the key the bridge would have sent as an attribute");
         }
     }

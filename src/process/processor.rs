@@ -34,6 +34,7 @@ use tracing::Instrument;
 
 use crate::aws::claim::{ClaimOutcome, IdempotencyStore};
 use crate::aws::queue::{EventQueue, FifoIds, MAX_MESSAGE_BYTES, Outbound, RECEIVED_AT, attributes_size, capped};
+use crate::forward::config::EventSource;
 use crate::forward::envelope::{self, EnvelopeError};
 use crate::metrics::{self, ProcessorOutcome};
 use crate::process::handler::{HandlerError, HandlerRun, Handlers};
@@ -107,13 +108,18 @@ impl BatchReport {
 /// notification, or one the forwarder put on an EventBridge bus and a rule delivered back (a
 /// replay: see [`crate::forward::envelope`]). The `idempotency_key` message attribute (set by
 /// the receiver) wins over the key derived from the body, so both paths agree even for
-/// hash-keyed events.
-pub fn event_from_record(record: &SqsMessage) -> Result<StiggEvent, PoisonError> {
+/// hash-keyed events. An EventBridge event is read only as a replay of this stack's forwarder
+/// (`replays_from`: its source); without one, it is poison.
+pub fn event_from_record(record: &SqsMessage, replays_from: Option<&EventSource>) -> Result<StiggEvent, PoisonError> {
     let body = record.body.as_deref().ok_or(PoisonError::NoBody)?;
     let value: Value = serde_json::from_str(body).map_err(|e| PayloadError::NotJson(JsonError::new(&e)))?;
     let value = match value {
         Value::Object(fields) if envelope::is_bus_event(&fields) => {
-            let bus = envelope::unwrap(fields)?;
+            let source = replays_from.ok_or(EnvelopeError::NotOurs("this processor forwards to no bus"))?;
+            // arn:aws:sqs:<region>:<account>:<queue>
+            let account =
+                record.event_source_arn.as_deref().and_then(|a| a.split(':').nth(4)).filter(|a| !a.is_empty());
+            let bus = envelope::unwrap(fields, envelope::Expected { source: source.as_str(), account })?;
             // Never the replay's own SentTimestamp: an old event replayed stays old.
             let first_received = bus.received_at_ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
             let mut event = StiggEvent::new(bus.payload, bus.raw).with_sent_at(first_received);
@@ -225,6 +231,8 @@ pub struct Processor {
     dead_letters: Option<EventQueue>,
     handlers: Handlers,
     max_concurrency: usize,
+    /// The forwarder's source, whose replays this processor reads (see [`event_from_record`]).
+    replays_from: Option<EventSource>,
 }
 
 impl Processor {
@@ -234,7 +242,14 @@ impl Processor {
         handlers: Handlers,
         max_concurrency: usize,
     ) -> Self {
-        Self { store, dead_letters, handlers, max_concurrency: max_concurrency.max(1) }
+        Self { store, dead_letters, handlers, max_concurrency: max_concurrency.max(1), replays_from: None }
+    }
+
+    /// Reads EventBridge events of this source delivered back by a replay (`make replay
+    /// TO_HANDLERS=1`); without it they are poison.
+    pub fn accepting_replays_from(mut self, source: EventSource) -> Self {
+        self.replays_from = Some(source);
+        self
     }
 
     /// The Lambda entry point.
@@ -312,8 +327,16 @@ impl Processor {
             tracing::warn!("no time left in this invocation for this record; will retry");
             return RecordOutcome::Retry("no time left in this invocation".into());
         }
-        let event = match event_from_record(record) {
+        let event = match event_from_record(record, self.replays_from.as_ref()) {
             Ok(event) => event,
+            Err(PoisonError::Envelope(EnvelopeError::Reduced)) => {
+                // The live run had the whole payload; the bus never did. Nothing to run, nothing
+                // a redrive would fix: acknowledged and counted, not dead-lettered.
+                tracing::warn!(message_id = %message_id(record),
+                    "replayed event was forwarded with a reduced detail (too large for an entry): its handlers cannot run on it; skipped");
+                ::metrics::counter!("ReplaySkipped", "Reason" => "reduced").increment(1);
+                return RecordOutcome::Duplicate;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "unparseable record");
                 let detail = e.to_string();
@@ -526,8 +549,8 @@ mod tests {
 
     #[test]
     fn a_flat_stigg_body_is_an_event() {
-        let e = event_from_record(&record(r#"{"type":"customer.created","messageId":"k1","traceId":"t"}"#, json!({})))
-            .unwrap();
+        let body = r#"{"type":"customer.created","messageId":"k1","traceId":"t"}"#;
+        let e = event_from_record(&record(body, json!({})), None).unwrap();
         assert_eq!(e.key.as_str(), "k1");
         assert_eq!(e.trace_id.as_deref(), Some("t"));
     }
@@ -537,23 +560,42 @@ mod tests {
         let inner = r#"{"type":"subscription.canceled","messageId":"k2"}"#;
         let body = json!({"Type": "Notification", "MessageId": "sns-1", "TopicArn": "arn:aws:sns:x", "Message": inner})
             .to_string();
-        let e = event_from_record(&record(&body, json!({}))).unwrap();
+        let e = event_from_record(&record(&body, json!({})), None).unwrap();
         assert_eq!(e.key.as_str(), "k2");
         assert_eq!(e.raw_json(), inner);
+    }
+
+    #[test]
+    fn an_eventbridge_event_is_read_only_as_a_replay_of_our_forwarder() {
+        let envelope = json!({"version": "0", "id": "e", "detail-type": "customer.created", "source": "stigg.webhooks",
+            "account": "1", "time": "2026-12-01T10:00:00Z", "region": "us-east-1", "resources": [],
+            "replay-name": "stack-replay-1",
+            "detail": {"type": "customer.created", "id": "c", "stiggWebhooks": {"idempotencyKey": "k9", "receivedAt": 5}}})
+        .to_string();
+        let ours = EventSource::parse("stigg.webhooks").unwrap();
+        let mut r = record(&envelope, json!({}));
+        r.attributes.insert("SentTimestamp".into(), "1764999999999".into());
+        let e = event_from_record(&r, Some(&ours)).unwrap();
+        assert_eq!(e.key.as_str(), "replay:stack-replay-1:k9");
+        assert_eq!(e.replay.as_deref(), Some("stack-replay-1"));
+        assert_eq!(e.sent_at, Some(UNIX_EPOCH + Duration::from_millis(5)), "the first receipt, not the replay's");
+        assert!(event_from_record(&r, None).is_err(), "a processor that forwards nowhere reads no replay");
+        let other = EventSource::parse("someone.else").unwrap();
+        assert!(event_from_record(&r, Some(&other)).is_err());
     }
 
     #[test]
     fn the_queues_sent_timestamp_is_kept() {
         let mut r = record(r#"{"type":"customer.deleted","messageId":"k"}"#, json!({}));
         r.attributes.insert("SentTimestamp".into(), "1764614400123".into());
-        let e = event_from_record(&r).unwrap();
+        let e = event_from_record(&r, None).unwrap();
         assert_eq!(e.sent_at, Some(UNIX_EPOCH + Duration::from_millis(1_764_614_400_123)));
     }
 
     #[test]
     fn the_receivers_key_attribute_wins() {
         let attrs = json!({"idempotency_key": {"stringValue": "from-receiver", "dataType": "String"}});
-        let e = event_from_record(&record(r#"{"type":"x","messageId":"from-body"}"#, attrs)).unwrap();
+        let e = event_from_record(&record(r#"{"type":"x","messageId":"from-body"}"#, attrs), None).unwrap();
         assert_eq!(e.key.as_str(), "from-receiver");
     }
 
@@ -567,7 +609,7 @@ mod tests {
             r#"{"Type":"Notification","Message":"[]"}"#,
             r#"{"no":"type"}"#,
         ] {
-            assert!(event_from_record(&record(body, json!({}))).is_err(), "{body}");
+            assert!(event_from_record(&record(body, json!({})), None).is_err(), "{body}");
         }
     }
 
@@ -627,7 +669,7 @@ mod tests {
         let attrs = json!({"received_at": {"stringValue": "1764614400000", "dataType": "String"}});
         let mut r = record(r#"{"type":"customer.deleted","messageId":"k"}"#, attrs);
         r.attributes.insert("SentTimestamp".into(), "1764999999999".into());
-        let e = event_from_record(&r).unwrap();
+        let e = event_from_record(&r, None).unwrap();
         assert_eq!(
             e.sent_at,
             Some(UNIX_EPOCH + Duration::from_millis(1_764_614_400_000)),
