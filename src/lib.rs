@@ -44,7 +44,9 @@ pub mod ingest {
 }
 
 pub mod process {
-    //! The SQS side: the processor and the handlers it runs.
+    //! The SQS side: the processor and the handlers it runs ([`batch`]: which records may still
+    //! join a call a handler shares among them).
+    pub mod batch;
     pub mod handler;
     pub mod processor;
 }

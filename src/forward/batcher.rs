@@ -1,11 +1,12 @@
 //! PutEvents calls shared by the records of one SQS batch.
 //!
 //! The processor runs a batch's records at once, each through its handlers; the forwarder's
-//! [`Batcher::put`] of each record joins an open request. A request is sent when it holds 10
-//! entries (PutEvents' most), when the next entry would take the sum of its entries past the
-//! limit, or [`ForwarderConfig::batch_window`] after its first entry, whichever comes first. The
-//! send runs in a task of its own, so a record cut off by its deadline does not cancel the others'
-//! request.
+//! [`Batcher::put`] of each record joins an open request. A request is sent when every record of
+//! the batch that may join it has joined or ended (see [`crate::process::batch`]), when it holds
+//! 10 entries (PutEvents' most), when the next entry would take the sum of its entries past the
+//! limit, or [`ForwarderConfig::batch_window`] after its first entry (a bound, for records the
+//! concurrency limit holds back), whichever comes first. The send runs in a task of its own, so a
+//! record cut off by its deadline does not cancel the others' request.
 //!
 //! PutEvents answers per entry: "If the request contains failed entries, the response's
 //! `FailedEntryCount` is non-zero and each failed entry has an `ErrorCode`", the entries in the
@@ -26,6 +27,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::forward::config::{EventBusName, EventSource};
 use crate::forward::entry::BusEntry;
+use crate::process::batch;
 
 /// PutEvents takes 1 to 10 entries
 /// (<https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_PutEvents.html>).
@@ -77,6 +79,9 @@ struct Waiting {
 /// A request being filled.
 struct Open {
     id: u64,
+    /// A joiner ran as a processor record: it is sent once every running record has joined
+    /// (or ended), not only at the window's end.
+    ticketed: bool,
     waiting: Vec<Waiting>,
     bytes: usize,
     close: Arc<Notify>,
@@ -135,7 +140,8 @@ impl Batcher {
             Some(o) => {
                 o.bytes += waiting.entry.size;
                 o.waiting.push(waiting);
-                if o.waiting.len() == MAX_ENTRIES {
+                o.ticketed |= batch::release_current();
+                if o.waiting.len() == MAX_ENTRIES || (o.ticketed && batch::all_joined_or_done()) {
                     let full = open.take().expect("just filled");
                     full.close.notify_one();
                     self.spawn_closed(full);
@@ -148,10 +154,18 @@ impl Batcher {
                     *next
                 };
                 let close = Arc::new(Notify::new());
-                *open = Some(Open { id, bytes: waiting.entry.size, waiting: vec![waiting], close: close.clone() });
+                let ticketed = batch::release_current();
+                let bytes = waiting.entry.size;
+                *open = Some(Open { id, ticketed, bytes, waiting: vec![waiting], close: close.clone() });
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(this.inner.window, close.notified()).await;
+                    // Sent when every record that may join has (or ended), when full (closed by
+                    // the entry that filled it), or when the window ends: whichever comes first.
+                    tokio::select! {
+                        () = batch::settled(), if ticketed => {}
+                        () = close.notified() => {}
+                        () = tokio::time::sleep(this.inner.window) => {}
+                    }
                     let open = {
                         let mut slot = this.inner.open.lock().unwrap_or_else(PoisonError::into_inner);
                         if slot.as_ref().is_some_and(|o| o.id == id) { slot.take() } else { None }

@@ -15,9 +15,11 @@ pub const DEFAULT_SOURCE: &str = "stigg.webhooks";
 /// former limit where a partition or a target needs it.
 pub const DEFAULT_MAX_ENTRY_BYTES: usize = 1_000_000;
 
-/// How long the first entry of a PutEvents request waits for the others of its SQS batch: the
-/// records of a batch run at once and reach the forwarder within milliseconds of each other.
-pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(20);
+/// The longest the first entry of a PutEvents request waits for the others of its SQS batch. A
+/// bound, not a delay: the request goes as soon as every running record of the batch has joined
+/// it or ended (see [`crate::process::batch`]); it is reached only when a record is slow to get
+/// there (a handler before the forwarder waiting on a retry).
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(250);
 
 /// A bus name or ARN, as PutEvents' `EventBusName` takes it (1-1600 characters,
 /// `(arn:aws[\w-]*:events:[a-z]+-[a-z]+-[\w-]+:[0-9]{12}:event-bus/)?[/\.\-_A-Za-z0-9]+`:
@@ -128,7 +130,7 @@ mod tests {
         let c = config(&[("EVENT_BUS_NAME", "stigg")]).unwrap().unwrap();
         assert_eq!(c.source.as_str(), "stigg.webhooks");
         assert_eq!(c.max_entry_bytes, 1_000_000);
-        assert_eq!(c.batch_window, Duration::from_millis(20));
+        assert_eq!(c.batch_window, Duration::from_millis(250));
         let arn = "arn:aws:events:eu-west-1:123456789012:event-bus/stigg-prod";
         assert_eq!(config(&[("EVENT_BUS_NAME", arn)]).unwrap().unwrap().bus.as_str(), arn);
     }

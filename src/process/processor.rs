@@ -37,6 +37,7 @@ use crate::aws::queue::{EventQueue, FifoIds, MAX_MESSAGE_BYTES, Outbound, RECEIV
 use crate::forward::config::EventSource;
 use crate::forward::envelope::{self, EnvelopeError};
 use crate::metrics::{self, ProcessorOutcome};
+use crate::process::batch::Ticket;
 use crate::process::handler::{HandlerError, HandlerRun, Handlers};
 use crate::stigg::event::{IdempotencyKey, JsonError, PayloadError, StiggEvent, WebhookPayload, sha256_hex};
 
@@ -274,12 +275,15 @@ impl Processor {
             let permits = tokio::sync::Semaphore::new(self.max_concurrency);
             let bytes = tokio::sync::Semaphore::new(BODY_KIB_IN_FLIGHT as usize);
             let (permits, bytes) = (&permits, &bytes);
+            // A record's ticket once it may run: a handler sharing one call among the batch (the
+            // forwarder) then knows which records may still join it (see `process::batch`), and
+            // none waits for a record the limits hold back.
             let records: Vec<_> = records
                 .iter()
                 .map(|r| async move {
                     let _permit = permits.acquire().await.expect("the semaphore is never closed");
                     let _bytes = bytes.acquire_many(body_kib(r)).await.expect("the semaphore is never closed");
-                    self.process_record(r, budget).await
+                    Ticket::new().scope(self.process_record(r, budget)).await
                 })
                 .collect();
             futures::future::join_all(records).await
@@ -296,7 +300,8 @@ impl Processor {
                 outcomes.push(RecordOutcome::Retry("an earlier record of this FIFO batch failed".into()));
                 continue;
             }
-            outcomes.push(self.process_record(record, budget).await);
+            // A ticket per record as it starts: no record waits for one that cannot start yet.
+            outcomes.push(Ticket::new().scope(self.process_record(record, budget)).await);
         }
         outcomes
     }
