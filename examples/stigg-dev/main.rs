@@ -126,6 +126,11 @@ async fn main() -> Result<(), Error> {
         Command::Mirror(args) => mirror::mirror(args).await,
         Command::SendDurable(args) => durable::send_durable(args).await,
         Command::Replay(args) => {
+            let now = SystemTime::now();
+            if let Err(e) = replay::plan(&args, now) {
+                eprintln!("replay: {e}");
+                std::process::exit(2);
+            }
             let events = aws_sdk_eventbridge::Client::new(&sdk().await);
             if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
                 println!(
@@ -135,8 +140,13 @@ async fn main() -> Result<(), Error> {
             let cancel = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            let report =
-                replay::replay(&events, &args, SystemTime::now(), cancel, &mut |line| println!("{line}")).await?;
+            let report = match replay::replay(&events, &args, now, cancel, &mut |line| println!("{line}")).await {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("replay: {e}");
+                    std::process::exit(1);
+                }
+            };
             let code = match &report.ending {
                 replay::Ending::Completed => {
                     println!("replay {} completed", report.replay_name);

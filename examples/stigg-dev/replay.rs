@@ -334,7 +334,7 @@ pub async fn replay(
         out(&format!("note: TO is in the future: the window ends now ({})", rfc3339(plan.to)));
     }
     let queue_arn = match (&plan.rule, &args.queue_arn) {
-        (Some(_), None) => return Err("TO_HANDLERS needs the events queue's ARN (--queue-arn)".into()),
+        (Some(_), None) => return Err("TO_HANDLERS needs the events queue's ARN (--queue-arn: the stack's EventsQueueArn output, locally EVENTS_QUEUE_ARN)".into()),
         (_, q) => q.clone(),
     };
 
@@ -406,7 +406,11 @@ pub async fn replay(
             rfc3339(plan.to),
             archive_arn,
             bus,
-            if filters.is_empty() { " (every rule)".to_owned() } else { format!(" (rules: {})", filters.join(", ")) }
+            match (filters.is_empty(), &rule_arn) {
+                (true, None) => " (every rule of the bus)".to_owned(),
+                (true, Some(_)) => " (every rule of the bus, the handlers' rule included)".to_owned(),
+                (false, _) => format!(" (rules: {})", filters.join(", ")),
+            }
         ));
         follow(events, &plan, args.poll_seconds, started_at, out).await
     };
