@@ -44,7 +44,7 @@ impl From<crate::ingest::secrets::FetchError> for ConfigError {
     }
 }
 
-fn invalid(var: &'static str, reason: impl ToString) -> ConfigError {
+pub(crate) fn invalid(var: &'static str, reason: impl ToString) -> ConfigError {
     ConfigError::Invalid { var, reason: reason.to_string() }
 }
 
@@ -229,6 +229,9 @@ pub struct ProcessorConfig {
     /// `ENTITLEMENT_MIRROR_TABLE`: registers the built-in entitlement mirror (see
     /// [`crate::mirror`]).
     pub mirror_table: Option<TableName>,
+    /// `EVENT_BUS_NAME` (and `EVENT_SOURCE`, `EVENT_BUS_*`): registers the built-in EventBridge
+    /// forwarder (see [`crate::forward`]).
+    pub forwarder: Option<crate::forward::ForwarderConfig>,
 }
 
 impl ProcessorConfig {
@@ -245,6 +248,7 @@ impl ProcessorConfig {
                 .value("ENTITLEMENT_MIRROR_TABLE")
                 .map(|v| TableName::parse(&v).map_err(|e| invalid("ENTITLEMENT_MIRROR_TABLE", e)))
                 .transpose()?,
+            forwarder: crate::forward::ForwarderConfig::from_env(env)?,
         })
     }
 }
@@ -487,7 +491,7 @@ fn max_body_bytes(env: &impl Env) -> Result<usize, ConfigError> {
     }
 }
 
-fn positive(env: &impl Env, var: &'static str, default: usize) -> Result<NonZeroUsize, ConfigError> {
+pub(crate) fn positive(env: &impl Env, var: &'static str, default: usize) -> Result<NonZeroUsize, ConfigError> {
     match env.value(var) {
         None => Ok(NonZeroUsize::new(default).expect("defaults are positive")),
         Some(v) => v.parse::<NonZeroUsize>().map_err(|_| invalid(var, format!("{v:?} is not a positive whole number"))),

@@ -12,6 +12,8 @@
 //! - [`aws`]: the adapters. SDK set-up, [`claim`] (the DynamoDB claim protocol both sides use)
 //!   and [`queue`] (SQS).
 //! - [`mirror`]: the opt-in entitlement mirror (a built-in handler and its reader).
+//! - [`forward`]: the opt-in EventBridge forwarder (a built-in handler), and the replayed events'
+//!   way back to the handlers.
 //! - [`config`], [`logging`], [`metrics`]: what the functions share at cold start.
 //!
 //! `src/bin/*` only wire configuration to clients to these handlers. The modules are also
@@ -24,6 +26,9 @@ pub use lambda_http;
 
 pub mod aws;
 pub mod config;
+/// The opt-in EventBridge forwarder: every processed event on your bus, and the way back for a
+/// replay.
+pub mod forward;
 pub mod logging;
 pub mod metrics;
 /// The entitlement mirror: the built-in handler that keeps every customer's entitlements in

@@ -8,6 +8,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use stigg_webhooks::claim::{ClaimScope, IdempotencyStore};
 use stigg_webhooks::config::{ProcessEnv, ProcessorConfig};
+use stigg_webhooks::forward::Forwarder;
 use stigg_webhooks::handler::{Handlers, LoggingHandler};
 use stigg_webhooks::mirror::{MirrorHandler, MirrorStore};
 use stigg_webhooks::processor::Processor;
@@ -15,18 +16,22 @@ use stigg_webhooks::queue::EventQueue;
 use stigg_webhooks::{aws, init_error, logging, metrics};
 
 /// Your business logic goes here. The built-in entitlement mirror is added when
-/// `ENTITLEMENT_MIRROR_TABLE` is set.
+/// `ENTITLEMENT_MIRROR_TABLE` is set, the EventBridge forwarder when `EVENT_BUS_NAME` is.
 fn handlers() -> Handlers {
     Handlers::new().on_all(LoggingHandler)
 }
 
 /// The mirror runs first, so your handlers of the same event see the mirror already updated,
-/// and a failing handler of yours does not keep an entitlement change out of it.
-fn with_mirror(mirror: Option<MirrorHandler>, yours: Handlers) -> Handlers {
-    let built_in = match mirror {
-        Some(mirror) => Handlers::new().on_types(MirrorHandler::EVENT_TYPES, mirror),
-        None => Handlers::new(),
-    };
+/// and a failing handler of yours does not keep an entitlement change out of it; then the
+/// forwarder, so the bus's consumers hear of a change no later than your handlers do.
+fn with_built_ins(mirror: Option<MirrorHandler>, forwarder: Option<Forwarder>, yours: Handlers) -> Handlers {
+    let mut built_in = Handlers::new();
+    if let Some(mirror) = mirror {
+        built_in = built_in.on_types(MirrorHandler::EVENT_TYPES, mirror);
+    }
+    if let Some(forwarder) = forwarder {
+        built_in = built_in.on_all(forwarder);
+    }
     built_in.then(yours)
 }
 
@@ -40,13 +45,19 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::load_sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let mirror = config.mirror_table.map(|table| MirrorHandler::new(MirrorStore::new(dynamodb.clone(), table)));
+    let forwarder = config.forwarder.map(|c| Forwarder::new(aws_sdk_eventbridge::Client::new(&sdk), c));
     let store = IdempotencyStore::new(dynamodb, config.table, config.ttl, ClaimScope::Processor);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let dead_letters = config.dead_letter_queue.map(|url| EventQueue::new(sqs, url));
     if dead_letters.is_none() {
         tracing::warn!("DEAD_LETTER_QUEUE_URL not set: poison records are left to the queue's redrive policy");
     }
-    let processor = Processor::new(store, dead_letters, with_mirror(mirror, handlers()), config.max_concurrency.get());
+    let processor = Processor::new(
+        store,
+        dead_letters,
+        with_built_ins(mirror, forwarder, handlers()),
+        config.max_concurrency.get(),
+    );
     let processor = Arc::new(processor);
     // run_concurrent: sequential unless Lambda sets AWS_LAMBDA_MAX_CONCURRENCY above 1.
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<SqsEvent>| {

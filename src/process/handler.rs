@@ -41,7 +41,7 @@
 //! the type's path (`std::any::type_name`), which Rust does not promise to keep across compiler
 //! versions; a redelivery after a deploy that renamed a handler (a refactoring, a new toolchain)
 //! runs it again. Override `name` with a fixed string for a handler whose repeat would hurt, as
-//! the built-ins do (`entitlement-mirror`, `logging`). Two registrations with one name are
+//! the built-ins do (`entitlement-mirror`, `eventbridge-forwarder`, `logging`). Two registrations with one name are
 //! refused at cold start: register a handler once for several types with
 //! [`Handlers::on_types`], or give each its own name.
 

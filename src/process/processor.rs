@@ -34,6 +34,7 @@ use tracing::Instrument;
 
 use crate::aws::claim::{ClaimOutcome, IdempotencyStore};
 use crate::aws::queue::{EventQueue, FifoIds, MAX_MESSAGE_BYTES, Outbound, RECEIVED_AT, attributes_size, capped};
+use crate::forward::envelope::{self, EnvelopeError};
 use crate::metrics::{self, ProcessorOutcome};
 use crate::process::handler::{HandlerError, HandlerRun, Handlers};
 use crate::stigg::event::{IdempotencyKey, JsonError, PayloadError, StiggEvent, WebhookPayload, sha256_hex};
@@ -47,6 +48,8 @@ pub enum PoisonError {
     EmptyNotification,
     #[error(transparent)]
     Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
 }
 
 /// Why a record was dead-lettered (the `failure_reason` attribute).
@@ -100,12 +103,25 @@ impl BatchReport {
     }
 }
 
-/// Reads a record's body as a Stigg event: a flat Stigg payload, or one wrapped in an SNS
-/// notification. The `idempotency_key` message attribute (set by the receiver) wins over the
-/// key derived from the body, so both paths agree even for hash-keyed events.
+/// Reads a record's body as a Stigg event: a flat Stigg payload, one wrapped in an SNS
+/// notification, or one the forwarder put on an EventBridge bus and a rule delivered back (a
+/// replay: see [`crate::forward::envelope`]). The `idempotency_key` message attribute (set by
+/// the receiver) wins over the key derived from the body, so both paths agree even for
+/// hash-keyed events.
 pub fn event_from_record(record: &SqsMessage) -> Result<StiggEvent, PoisonError> {
     let body = record.body.as_deref().ok_or(PoisonError::NoBody)?;
     let value: Value = serde_json::from_str(body).map_err(|e| PayloadError::NotJson(JsonError::new(&e)))?;
+    let value = match value {
+        Value::Object(fields) if envelope::is_bus_event(&fields) => {
+            let bus = envelope::unwrap(fields)?;
+            // Never the replay's own SentTimestamp: an old event replayed stays old.
+            let first_received = bus.received_at_ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+            let mut event = StiggEvent::new(bus.payload, bus.raw).with_sent_at(first_received);
+            event.replay = bus.replay;
+            return Ok(event);
+        }
+        value => value,
+    };
     let (raw, mut payload) = match value {
         Value::Object(mut fields) if fields.get("Type").and_then(Value::as_str) == Some("Notification") => {
             let Some(Value::String(inner)) = fields.remove("Message") else {

@@ -623,6 +623,9 @@ pub struct StiggEvent {
     /// When the message reached our queue (SQS's `SentTimestamp`), for events that carry no time
     /// of their own: an event is never older than its own delivery. `None` outside SQS.
     pub sent_at: Option<std::time::SystemTime>,
+    /// The EventBridge replay that brought this event back (`replay-name`), when it is a replay:
+    /// its key is then scoped to the replay (see [`crate::forward::envelope`]).
+    pub replay: Option<String>,
     fields: Map<String, Value>,
     raw: String,
 }
@@ -635,6 +638,7 @@ impl StiggEvent {
             timestamp: payload.timestamp().map(str::to_owned),
             customer_id: payload.customer_id().map(str::to_owned),
             sent_at: None,
+            replay: None,
             key: payload.key,
             event_type: payload.event_type,
             fields: payload.fields,

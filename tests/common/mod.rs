@@ -2,6 +2,7 @@
 //! started by `make test`), one fresh table and queue per test.
 #![allow(dead_code)]
 
+pub mod bus_proxy;
 pub mod counting_proxy;
 pub mod fault_proxy;
 pub mod runtime_api;
