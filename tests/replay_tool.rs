@@ -199,7 +199,9 @@ async fn ctrl_c_before_the_replay_starts_removes_the_rule_and_starts_nothing() {
         &mut |line| {
             log.push(line.to_owned());
             if line.starts_with("rule ") && line.contains(" -> ") {
-                tx.take().map(|tx| tx.send(()));
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
             }
         },
     )
