@@ -136,7 +136,7 @@ replay: ## Replay the EventBridge archive: FROM=<time> TO=<time> (RFC 3339, a da
 	@if [ -n "$(AWS)" ]; then \
 	  out=$$(SAM_CLI_TELEMETRY=0 sam list stack-outputs --stack-name $(STACK) --output json) || exit 1; \
 	  output() { echo "$$out" | python3 -c 'import json,sys; print({o["OutputKey"]:o["OutputValue"] for o in json.load(sys.stdin)}.get(sys.argv[1],""))' "$$1"; }; \
-	  archive=$$(output EventArchiveArn); bus=$$(output EventBusArn); queue=$$(output EventsQueueArn); \
+	  archive=$$(output EventArchiveArn); bus=$$(output EventBusArn); queue=$$(output EventsQueueArn); dlq=$$(output ReplayDeadLetterQueueArn); \
 	  test -n "$$archive" || { echo "the stack has no event archive: deploy with EventForwarding=NewBus (or ExistingBus) and EventArchive=Enabled"; exit 1; }; \
 	  stack=$(STACK); flags=; \
 	else \
@@ -146,7 +146,7 @@ replay: ## Replay the EventBridge archive: FROM=<time> TO=<time> (RFC 3339, a da
 	  stack=stigg-local; flags="--poll-seconds 1 --settle-seconds 0 --drain-seconds 1"; \
 	fi; \
 	$(DEV) replay --from "$$FROM" --to "$$TO" --archive "$$archive" $${bus:+--bus "$$bus"} --stack "$$stack" $$flags \
-	  $(if $(TO_HANDLERS),--to-handlers $${queue:+--queue-arn "$$queue"}) \
+	  $(if $(TO_HANDLERS),--to-handlers $${queue:+--queue-arn "$$queue"} $${dlq:+--dead-letter-arn "$$dlq"}) \
 	  $${PATTERN:+--pattern "$$PATTERN"} $${RULES:+--rules "$$RULES"} $(REPLAY_FLAGS)
 
 poison: ## Put an unparseable message on the local events queue (watch it reach the DLQ)

@@ -198,10 +198,11 @@ async fn ctrl_c_before_the_replay_starts_removes_the_rule_and_starts_nothing() {
         },
         &mut |line| {
             log.push(line.to_owned());
-            if line.starts_with("rule ") && line.contains(" -> ") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(());
-                }
+            if line.starts_with("rule ")
+                && line.contains(" -> ")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(());
             }
         },
     )

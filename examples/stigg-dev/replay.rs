@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_eventbridge::types::{ReplayDestination, ReplayState, Target};
+use aws_sdk_eventbridge::types::{DeadLetterConfig, ReplayDestination, ReplayState, SqsParameters, Target};
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 use clap::Parser;
@@ -49,6 +49,10 @@ pub struct ReplayArgs {
     /// The events queue's ARN (--to-handlers).
     #[arg(long, env = "EVENTS_QUEUE_ARN")]
     pub queue_arn: Option<String>,
+    /// The temporary rule target's dead-letter queue (the stack's ReplayDeadLetterQueueArn output):
+    /// what EventBridge could not deliver to the events queue lands there instead of being dropped.
+    #[arg(long)]
+    pub dead_letter_arn: Option<String>,
     /// Only these rules (ARNs, comma-separated) receive the replay (Destination.FilterArns);
     /// `none`: no rule of the bus, only the handlers (with --to-handlers). Default: every rule.
     #[arg(long, value_delimiter = ',')]
@@ -238,6 +242,20 @@ pub fn handlers_pattern(pattern: Option<&str>, source: &str, replay_name: &str) 
     Ok(Value::Object(merged).to_string())
 }
 
+/// The temporary rule's target: the events queue, with the replay dead-letter queue when given;
+/// a FIFO queue gets a message group (EventBridge requires one): the replay's name, so a
+/// replay's events reach the handlers one at a time, as a FIFO queue's events do.
+pub fn handlers_target(queue_arn: &str, dead_letter_arn: Option<&str>, replay_name: &str) -> Result<Target, Error> {
+    let mut target = Target::builder().id("events-queue").arn(queue_arn);
+    if let Some(dlq) = dead_letter_arn {
+        target = target.dead_letter_config(DeadLetterConfig::builder().arn(dlq).build());
+    }
+    if queue_arn.ends_with(".fifo") {
+        target = target.sqs_parameters(SqsParameters::builder().message_group_id(replay_name).build());
+    }
+    Ok(target.build()?)
+}
+
 /// How far the replay is through its window, from EventLastReplayedTime (0 to 100).
 pub fn percent(from: SystemTime, to: SystemTime, last: SystemTime) -> f64 {
     let span = to.duration_since(from).unwrap_or_default().as_secs_f64();
@@ -358,7 +376,7 @@ pub async fn replay(
                 .put_targets()
                 .rule(rule)
                 .event_bus_name(&bus)
-                .targets(Target::builder().id("events-queue").arn(queue).build()?)
+                .targets(handlers_target(queue, args.dead_letter_arn.as_deref(), &plan.replay_name)?)
                 .send()
                 .await
                 .map_err(|e| context(&format!("PutTargets {rule}"), e))?;
@@ -367,6 +385,10 @@ pub async fn replay(
                 return Err(format!("the rule {rule} could not target {queue}: {why}").into());
             }
             out(&format!("rule {rule}: {pattern} -> {queue}"));
+            if args.dead_letter_arn.is_none() && std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+                out("note: no dead-letter queue for the rule's target (--dead-letter-arn): an event EventBridge \
+                     cannot deliver to the events queue is dropped after its retries");
+            }
             if args.settle_seconds > 0.0 {
                 tokio::time::sleep(Duration::from_secs_f64(args.settle_seconds)).await;
             }
@@ -636,6 +658,19 @@ mod tests {
         assert!(handlers_pattern(Some("{not json"), "s", "r1").is_err());
         assert!(handlers_pattern(Some("[1]"), "s", "r1").is_err());
         assert!(handlers_pattern(Some("two words"), "s", "r1").is_err());
+    }
+
+    #[test]
+    fn the_target_is_the_events_queue_with_its_dead_letter_queue_and_a_group_when_fifo() {
+        let standard =
+            handlers_target("arn:aws:sqs:us-east-1:1:events", Some("arn:aws:sqs:us-east-1:1:replay-dlq"), "r1")
+                .unwrap();
+        assert_eq!(standard.arn(), "arn:aws:sqs:us-east-1:1:events");
+        assert_eq!(standard.dead_letter_config().and_then(|d| d.arn()), Some("arn:aws:sqs:us-east-1:1:replay-dlq"));
+        assert!(standard.sqs_parameters().is_none());
+        let fifo = handlers_target("arn:aws:sqs:us-east-1:1:events.fifo", None, "r1").unwrap();
+        assert_eq!(fifo.sqs_parameters().and_then(|p| p.message_group_id()), Some("r1"));
+        assert!(fifo.dead_letter_config().is_none());
     }
 
     #[test]
