@@ -9,7 +9,7 @@ EVENT ?= events/stigg/subscription.created.json
 DEV_ENV := .local/dev/env
 DEV := cargo run -q --example stigg-dev --
 
-.PHONY: help tools test test-unit test-faults test-ddb-local bench bench-peers bench-mirror profile fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill poison redrive deploy logs
+.PHONY: help tools test test-unit test-faults test-ddb-local bench bench-peers bench-mirror profile fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -75,8 +75,8 @@ lint: tools ## cfn-lint, `sam validate --lint` and the cfn-guard policy rules (p
 	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --region us-east-1
 	scripts/guard.sh
 
-dev: tools ## Local stack: moto + the functions (cargo lambda watch) + SQS pump; DURABLE=1 adds the bridge and Stigg stand-ins, MIRROR=1 the entitlement mirror
-	DURABLE=$(DURABLE) MIRROR=$(MIRROR) scripts/dev.sh
+dev: tools ## Local stack: moto + the functions (cargo lambda watch) + SQS pump; DURABLE=1 adds the bridge and Stigg stand-ins, MIRROR=1 the entitlement mirror, BUS=1 an EventBridge bus, archive and example subscriber
+	DURABLE=$(DURABLE) MIRROR=$(MIRROR) BUS=$(BUS) scripts/dev.sh
 
 send: ## Deliver EVENT (file or folder) like Stigg, fresh ids each time; AWS=1 for the deployed STACK; SEND_FLAGS="--duplicates 1 --keep-ids --fast"
 	@if [ -n "$(AWS)" ]; then \
@@ -128,6 +128,26 @@ mirror-backfill: ## Fill the entitlement mirror from Stigg's API (every customer
 	  { test -n "$$ENTITLEMENT_MIRROR_TABLE" && test -n "$$STIGG_API_URL"; } || { echo "the local stack runs without the mirror: restart it with 'make dev MIRROR=1'"; exit 1; }; \
 	  $(DEV) mirror-backfill --table "$$ENTITLEMENT_MIRROR_TABLE" --api-url "$$STIGG_API_URL" $(if $(RESTART),--restart) $(BACKFILL_FLAGS); \
 	fi
+
+# FROM, TO, PATTERN and RULES are read from the recipe's environment (make exports command-line
+# variables), so a JSON pattern needs no escaping beyond the shell's: PATTERN='{"detail-type":[...]}'.
+replay: ## Replay the EventBridge archive: FROM=<time> TO=<time> (RFC 3339, a date, now, -10m/-2h/-7d) [PATTERN=<event pattern JSON or event type> TO_HANDLERS=1] [RULES=<rule arn,...>|none] [AWS=1]
+	@{ test -n "$$FROM" && test -n "$$TO"; } || { echo "give FROM=<time> TO=<time>: RFC 3339 (2026-03-01T12:00:00Z), a date (2026-03-01), now, or relative (-10m, -2h, -7d)"; exit 2; }
+	@if [ -n "$(AWS)" ]; then \
+	  out=$$(SAM_CLI_TELEMETRY=0 sam list stack-outputs --stack-name $(STACK) --output json) || exit 1; \
+	  output() { echo "$$out" | python3 -c 'import json,sys; print({o["OutputKey"]:o["OutputValue"] for o in json.load(sys.stdin)}.get(sys.argv[1],""))' "$$1"; }; \
+	  archive=$$(output EventArchiveArn); bus=$$(output EventBusArn); queue=$$(output EventsQueueArn); dlq=$$(output ReplayDeadLetterQueueArn); \
+	  test -n "$$archive" || { echo "the stack has no event archive: deploy with EventForwarding=NewBus (or ExistingBus) and EventArchive=Enabled"; exit 1; }; \
+	  stack=$(STACK); flags=; \
+	else \
+	  test -f $(DEV_ENV) || { echo "the local stack is not running: start 'make dev BUS=1' first (or AWS=1)"; exit 1; }; \
+	  . $(DEV_ENV); archive="$$EVENT_ARCHIVE_ARN"; bus="$$EVENT_BUS_ARN"; queue="$$EVENTS_QUEUE_ARN"; \
+	  test -n "$$archive" || { echo "the local stack runs without the bus: restart it with 'make dev BUS=1'"; exit 1; }; \
+	  stack=stigg-local; flags="--poll-seconds 1 --settle-seconds 0 --drain-seconds 1"; \
+	fi; \
+	$(DEV) replay --from "$$FROM" --to "$$TO" --archive "$$archive" $${bus:+--bus "$$bus"} --stack "$$stack" $$flags \
+	  $(if $(TO_HANDLERS),--to-handlers $${queue:+--queue-arn "$$queue"} $${dlq:+--dead-letter-arn "$$dlq"}) \
+	  $${PATTERN:+--pattern "$$PATTERN"} $${RULES:+--rules "$$RULES"} $(REPLAY_FLAGS)
 
 poison: ## Put an unparseable message on the local events queue (watch it reach the DLQ)
 	@test -f $(DEV_ENV) || { echo "run 'make dev' first"; exit 1; }

@@ -6,18 +6,24 @@
 # stand-in for Stigg's GraphQL API (events/stigg-api/customers.json) for `make mirror-backfill`.
 # DURABLE=1 adds Stigg's durable-delivery channel: a local "Stigg queue", stand-ins for the Edge
 # API and the status page, and the bridge invoked in a loop (standing in for its schedule).
+# BUS=1 adds EventBridge (moto serves it too): a bus `stigg-local` given to the processor as
+# EVENT_BUS_NAME (the forwarder), an archive of its events for `make replay`, and an example rule
+# taking every event to a subscriber queue whose events the log shows (`stigg-dev subscriber`).
 # Ctrl-C stops everything this script started.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export PATH="$root/.venv/bin:$PATH"
 state="$root/.local/dev"
+# The simulator as `cargo build --example stigg-dev` leaves it (CARGO_TARGET_DIR honoured).
+dev_tool="${CARGO_TARGET_DIR:-$root/target}/debug/examples/stigg-dev"
 mkdir -p "$state"
 moto_port="${MOTO_PORT:-4566}"
 lambda_port="${LAMBDA_PORT:-9000}"
 secret="${STIGG_WEBHOOK_SECRET:-local-dev-secret-change-me}"
 durable="${DURABLE:-}"
 mirror="${MIRROR:-}"
+bus="${BUS:-}"
 edge_port="${EDGE_PORT:-4580}"
 status_port="${STATUS_PORT:-4581}"
 stigg_api_port="${STIGG_API_PORT:-4582}"
@@ -63,7 +69,8 @@ for _ in $(seq 1 100); do
 done
 curl -fs -o /dev/null "$AWS_ENDPOINT_URL/moto-api/" || { echo "moto did not start on port $moto_port; see $state/moto.log" >&2; exit 1; }
 
-setup_env=$("$root/target/debug/examples/stigg-dev" setup ${durable:+--stigg-queue stigg-durable-local} ${mirror:+--mirror-table stigg-entitlements})
+setup_env=$("$dev_tool" setup ${durable:+--stigg-queue stigg-durable-local} \
+  ${mirror:+--mirror-table stigg-entitlements} ${bus:+--bus stigg-local --subscriber-queue stigg-subscriber-local})
 eval "export $(echo "$setup_env" | tr '\n' ' ')"
 {
   echo "export AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1"
@@ -74,7 +81,7 @@ eval "export $(echo "$setup_env" | tr '\n' ' ')"
 } >"$state/env"
 
 if [ -n "$durable" ]; then
-  start "$root/target/debug/examples/stigg-dev" stand-ins --queue-url "$STIGG_QUEUE_URL" --api-key "$api_key" \
+  start "$dev_tool" stand-ins --queue-url "$STIGG_QUEUE_URL" --api-key "$api_key" \
     --edge "127.0.0.1:$edge_port" --status "127.0.0.1:$status_port" >"$state/stand-ins.log" 2>&1
   for _ in $(seq 1 50); do port_open "$edge_port" && port_open "$status_port" && break; sleep 0.1; done
   # The bridge reads these; cargo lambda watch passes its environment to every function. Short
@@ -88,7 +95,7 @@ if [ -n "$durable" ]; then
 fi
 
 if [ -n "$mirror" ]; then
-  start "$root/target/debug/examples/stigg-dev" api-stand-in --addr "127.0.0.1:$stigg_api_port" --api-key "$api_key" \
+  start "$dev_tool" api-stand-in --addr "127.0.0.1:$stigg_api_port" --api-key "$api_key" \
     --customers "$root/events/stigg-api/customers.json" >"$state/stigg-api.log" 2>&1
   for _ in $(seq 1 50); do port_open "$stigg_api_port" && break; sleep 0.1; done
   port_open "$stigg_api_port" || { echo "the Stigg API stand-in did not start; see $state/stigg-api.log" >&2; exit 1; }
@@ -122,8 +129,22 @@ warm receiver "http://127.0.0.1:$lambda_port/lambda-url/receiver/"
 warm processor "http://127.0.0.1:$lambda_port/2015-03-31/functions/processor/invocations" \
   -X POST -H 'content-type: application/json' --data '{"Records":[]}'
 
-start "$root/target/debug/examples/stigg-dev" pump --queue-url "$EVENTS_QUEUE_URL" \
+start "$dev_tool" pump --queue-url "$EVENTS_QUEUE_URL" \
   --invoke-url "http://127.0.0.1:$lambda_port/2015-03-31/functions/processor/invocations"
+
+bus_banner=""
+if [ -n "$bus" ]; then
+  # The example rule's target: one line per event in this log (replays carry their replay-name).
+  start "$dev_tool" subscriber --queue-url "$SUBSCRIBER_QUEUE_URL"
+  bus_banner="
+  event bus    : $EVENT_BUS_NAME (the processor's EVENT_BUS_NAME, Source $EVENT_SOURCE)
+  archive      : $EVENT_ARCHIVE_NAME (every event of the bus, for make replay)
+  subscriber   : $SUBSCRIBER_QUEUE_URL (rule $EXAMPLE_RULE_NAME: every event; 'subscriber:' lines below)
+  try:  make send EVENT=events/stigg/subscription.created.json   # handlers, then the bus: a 'subscriber:' line
+        make replay FROM=-10m TO=now                  # back to the bus's rules (the subscriber)
+        make replay FROM=-10m TO=now TO_HANDLERS=1    # and to this stack's handlers, once more per replay
+"
+fi
 
 durable_banner=""
 if [ -n "$durable" ]; then
@@ -163,7 +184,7 @@ cat <<BANNER
   dead letters : $DEAD_LETTER_QUEUE_URL
   secret       : $secret
   full log     : $state/lambda.log (with the metric lines)
-$durable_banner$mirror_banner
+$durable_banner$mirror_banner$bus_banner
   try:  make send EVENT=events/stigg/subscription.created.json
         make send EVENT=events/stigg SEND_FLAGS="--duplicates 1"
         make poison && make redrive

@@ -14,14 +14,19 @@
 //! cargo run --example stigg-dev -- api-stand-in [--addr ADDR] [--customers FILE] [--per-minute N]
 //! cargo run --example stigg-dev -- mirror-backfill --table T [--api-url U] (--api-key K | --api-key-parameter P)
 //!                                                [--restart] [--in-flight N] [--per-minute N] [--budget-seconds S]
+//! cargo run --example stigg-dev -- replay --from T --to T --archive A [--to-handlers --queue-arn Q [--pattern P]]
+//!                                       [--rules ARN,...|none] [--stack S]
+//! cargo run --example stigg-dev -- subscriber --queue-url Q
 //! ```
 //! `send` delivers Stigg payloads the way Stigg does: a 30 s deadline per attempt; on a non-2XX
 //! (or no answer) 3 retries at once, then 3 more 30 s apart, then the event is marked failed.
 
 mod backfill;
+mod bus;
 mod durable;
 mod mirror;
 mod pump;
+mod replay;
 mod send;
 mod setup;
 mod stand_ins;
@@ -31,9 +36,11 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand};
 
 use backfill::BackfillArgs;
+use bus::SubscriberArgs;
 use durable::SendDurableArgs;
 use mirror::MirrorArgs;
 use pump::PumpArgs;
+use replay::ReplayArgs;
 use send::SendArgs;
 use setup::SetupArgs;
 use stand_ins::{ApiStandInArgs, StandInArgs};
@@ -79,6 +86,10 @@ enum Command {
     SendDurable(SendDurableArgs),
     /// Print a customer's mirrored entitlements, or Stigg's answer for one feature.
     Mirror(MirrorArgs),
+    /// Replay the EventBridge archive onto its bus (optionally to this stack's handlers), with progress.
+    Replay(ReplayArgs),
+    /// Print one line per event reaching a rule's SQS target (the local example subscriber), then delete it.
+    Subscriber(SubscriberArgs),
     /// Print Stigg's status page: uptime per component and open incidents.
     Status {
         #[arg(long, env = "STIGG_STATUS_URL", default_value = stigg_webhooks::config::DEFAULT_STATUS_URL)]
@@ -114,6 +125,52 @@ async fn main() -> Result<(), Error> {
         Command::MirrorBackfill(args) => backfill::mirror_backfill(args).await,
         Command::Mirror(args) => mirror::mirror(args).await,
         Command::SendDurable(args) => durable::send_durable(args).await,
+        Command::Replay(args) => {
+            let now = SystemTime::now();
+            if let Err(e) = replay::plan(&args, now) {
+                eprintln!("replay: {e}");
+                std::process::exit(2);
+            }
+            let events = aws_sdk_eventbridge::Client::new(&sdk().await);
+            if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
+                println!(
+                    "note: a local emulator (AWS_ENDPOINT_URL): moto replays the whole archive at once, whatever the window and RULES"
+                );
+            }
+            let cancel = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let report = match replay::replay(&events, &args, now, cancel, &mut |line| println!("{line}")).await {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("replay: {e}");
+                    std::process::exit(1);
+                }
+            };
+            let code = match &report.ending {
+                replay::Ending::Completed => {
+                    println!("replay {} completed", report.replay_name);
+                    0
+                }
+                replay::Ending::Failed(why) => {
+                    eprintln!("replay {} FAILED: {why}", report.replay_name);
+                    1
+                }
+                replay::Ending::Cancelled(why) => {
+                    eprintln!("replay {} CANCELLED: {why}", report.replay_name);
+                    130
+                }
+            };
+            if report.rule_left {
+                eprintln!("the temporary rule {} is left on the bus (see above)", report.rule_name.unwrap_or_default());
+                std::process::exit(if code == 0 { 1 } else { code });
+            }
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Command::Subscriber(args) => bus::subscriber(&sqs().await, args).await,
         Command::Status { url, hours } => {
             let window = Duration::from_secs(hours * 3600);
             let page = stigg_webhooks::status::StatusPage::new(&url, Duration::from_secs(10));

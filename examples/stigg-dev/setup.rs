@@ -25,6 +25,15 @@ pub(crate) struct SetupArgs {
     /// Also create the entitlement mirror's table with this name.
     #[arg(long)]
     mirror_table: Option<String>,
+    /// Also create an EventBridge bus with this name, an archive of it, and an example rule
+    /// taking every event to a subscriber queue (`make dev BUS=1`).
+    #[arg(long)]
+    bus: Option<String>,
+    /// The forwarder's `Source` the archive and the example rule select.
+    #[arg(long, default_value = "stigg.webhooks")]
+    event_source: String,
+    #[arg(long, default_value = "stigg-subscriber")]
+    subscriber_queue: String,
 }
 
 pub(crate) async fn setup(args: SetupArgs) -> Result<(), Error> {
@@ -69,6 +78,7 @@ pub(crate) async fn setup(args: SetupArgs) -> Result<(), Error> {
         .queue_url
         .unwrap_or_default();
     println!("IDEMPOTENCY_TABLE={}\nEVENTS_QUEUE_URL={queue}\nDEAD_LETTER_QUEUE_URL={dlq}", args.table);
+    println!("EVENTS_QUEUE_ARN={}", queue_arn(&sqs, &queue).await?);
     if let Some(name) = args.mirror_table {
         let key =
             |n: &str| AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build();
@@ -88,6 +98,11 @@ pub(crate) async fn setup(args: SetupArgs) -> Result<(), Error> {
             Err(e) => return Err(e.into()),
         }
         println!("ENTITLEMENT_MIRROR_TABLE={name}");
+    }
+    if let Some(name) = args.bus {
+        let events = aws_sdk_eventbridge::Client::new(&sdk);
+        let bus = crate::bus::setup_bus(&events, &sqs, &name, &args.event_source, &args.subscriber_queue).await?;
+        println!("{}", bus.env_lines());
     }
     if let Some(name) = args.stigg_queue {
         let url = sqs.create_queue().queue_name(name).send().await?.queue_url.unwrap_or_default();
