@@ -8,6 +8,9 @@
 #[allow(unused_imports)]
 #[path = "../tests/common/mod.rs"]
 mod common;
+/// The processor with the EventBridge forwarder on, side by side with it off.
+#[path = "support/forwarder.rs"]
+mod forwarder;
 #[allow(dead_code)]
 mod support;
 
@@ -298,6 +301,16 @@ async fn main() {
     drop(processor);
     batch_lat.sort();
 
+    // `make profile` sets BENCH_FORWARDER=off: its processor profile stays the plain processor's.
+    let forwarder = if std::env::var("BENCH_FORWARDER").is_ok_and(|v| v == "off") {
+        None
+    } else {
+        eprintln!(
+            "processor: {WARM_EVENTS} events in batches of 10 with the EventBridge forwarder on and off, side by side"
+        );
+        Some(forwarder::measure(&processor_bin, &template, &res, &dlq, WARM_EVENTS).await)
+    };
+
     eprintln!("requests per event");
     let [new, dup, processed] = request_counts(&res, &template).await;
 
@@ -323,6 +336,7 @@ async fn main() {
         counts: [new, dup, processed],
         sizes: sizes.to_vec(),
         log_bytes_per_request: log_bytes as f64 / log_invocations as f64,
+        forwarder,
     });
     // Hand-written analysis below the marker survives re-runs.
     const MARKER: &str = "<!-- analysis: kept across `make bench` runs -->";
@@ -350,6 +364,7 @@ struct Report {
     counts: [Counts; 3],
     sizes: Vec<(&'static str, &'static str, Option<u64>)>,
     log_bytes_per_request: f64,
+    forwarder: Option<forwarder::Run>,
 }
 
 fn render(r: Report) -> String {
@@ -527,6 +542,9 @@ fn render(r: Report) -> String {
         s,
         "Latencies are dominated by moto (Python); on AWS the same calls take a few ms each. The functions reach moto through a keep-alive front in the harness (moto closes every connection; AWS keeps them open), so connections are reused as on AWS. CPU time is the function process's own (all threads, `/proc/<pid>/task/*/schedstat`), so it does not depend on the emulator. Requests are counted by an SDK interceptor around the same library code the binaries run.\n"
     );
+    if let Some(f) = &r.forwarder {
+        s.push_str(&forwarder::section(f, r.processor_cpu_ns));
+    }
 
     // Cost model: per million webhooks, each a new event processed once.
     let ddb_writes = (writes(&r.counts[0]) + writes(&r.counts[2])) as f64;
@@ -572,7 +590,23 @@ fn render(r: Report) -> String {
         "| CloudWatch Logs | {:.0} bytes of log per invocation measured × 2 × $0.50/GB | {logs:.2} |",
         r.log_bytes_per_request
     );
-    let _ = writeln!(s, "| **total** | | **{:.2}** |\n", lambda + ddb + sqs + logs);
+    let total = lambda + ddb + sqs + logs;
+    match &r.forwarder {
+        None => {
+            let _ = writeln!(s, "| **total** | | **{total:.2}** |\n");
+        }
+        Some(f) => {
+            let _ = writeln!(s, "| **total** | | **{total:.2}** |");
+            let (rows, events, archive) = forwarder::cost_rows(f);
+            s.push_str(&rows);
+            let _ = writeln!(
+                s,
+                "| **total with the forwarder** (and with its archive) | | **{:.2}** ({:.2}) |\n",
+                total + events,
+                total + events + archive
+            );
+        }
+    }
     let _ = writeln!(
         s,
         "A late duplicate costs one receiver invocation and one conditional write: about ${:.2} per million. Lambda's INIT phase is billed too since 2025-08; at the measured cold init it is negligible.",

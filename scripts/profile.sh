@@ -19,7 +19,7 @@ valgrind --tool=callgrind --callgrind-out-file=$out/raw/$f.%p $tgt/release/$f
 WRAP
   chmod +x "$out/bin/$f"
 done
-BENCH_BIN_DIR="$out/bin" BENCH_REPORT="$out/report.md" "$root/scripts/with-moto.sh" cargo bench --bench stack >/dev/null
+BENCH_FORWARDER=off BENCH_BIN_DIR="$out/bin" BENCH_REPORT="$out/report.md" "$root/scripts/with-moto.sh" cargo bench --bench stack >/dev/null
 # Orphaned valgrinds exit once their Runtime API is gone; give the last ones time to write.
 for _ in $(seq 1 120); do pgrep -f "callgrind-out-file=$out/" >/dev/null || break; sleep 1; done
 for f in receiver processor; do

@@ -171,4 +171,12 @@ pub mod prices {
     pub const SQS_REQUEST: f64 = 0.40 / 1e6;
     /// CloudWatch Logs ingestion, per GB.
     pub const LOGS_GB: f64 = 0.50;
+    /// EventBridge custom events: $1.00 per million events put, each 64 KB chunk of an entry
+    /// billed as one event (<https://aws.amazon.com/eventbridge/pricing/>).
+    pub const EVENTBRIDGE_EVENT: f64 = 1.00 / 1e6;
+    pub const EVENTBRIDGE_CHUNK_BYTES: usize = 64 * 1024;
+    /// EventBridge archive: event processing (ingestion) per GB, then storage per GB-month
+    /// (<https://aws.amazon.com/eventbridge/pricing/>).
+    pub const EVENTBRIDGE_ARCHIVE_GB: f64 = 0.10;
+    pub const EVENTBRIDGE_ARCHIVE_STORAGE_GB_MONTH: f64 = 0.023;
 }

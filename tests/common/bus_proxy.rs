@@ -32,6 +32,8 @@ struct State {
     put: HashMap<String, usize>,
     /// Entries answered failed (injected).
     failed: usize,
+    /// Each entry's size as EventBridge computes it, in request order (resends included).
+    entry_bytes: Vec<usize>,
 }
 
 #[derive(Clone)]
@@ -50,6 +52,9 @@ impl BusProxy {
         let shared = (state.clone(), client, upstream);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // As AWS endpoints: without it Nagle and delayed ACKs can hold a reused
+                // connection's answer back ~40 ms.
+                let _ = stream.set_nodelay(true);
                 let (state, client, upstream) = shared.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(state.clone(), client.clone(), upstream.clone(), req));
@@ -86,6 +91,13 @@ impl BusProxy {
     pub fn failed(&self) -> usize {
         self.state.lock().unwrap().failed
     }
+
+    /// Each entry's size as EventBridge computes it for its limits and its 64 KB billing chunks
+    /// (`Time` 14 bytes when set, then the UTF-8 bytes of `Source`, `DetailType`, `Detail`), in
+    /// request order.
+    pub fn entry_bytes(&self) -> Vec<usize> {
+        self.state.lock().unwrap().entry_bytes.clone()
+    }
 }
 
 fn key_of(entry: &Value) -> String {
@@ -118,6 +130,16 @@ async fn handle(
         {
             let mut s = state.lock().unwrap();
             s.requests.push(entries.len());
+            s.entry_bytes.extend(entries.iter().map(|e| {
+                let text = |field: &str| e[field].as_str().unwrap_or_default().to_owned();
+                let has_time = e.get("Time").is_some_and(|t| !t.is_null());
+                stigg_webhooks::forward::entry::entry_size(
+                    &text("Source"),
+                    &text("DetailType"),
+                    &text("Detail"),
+                    has_time,
+                )
+            }));
             if s.down {
                 return Ok(answer(500, json!({"__type": "InternalException", "message": "injected: the bus is down"})));
             }
