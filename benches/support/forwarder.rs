@@ -275,7 +275,7 @@ pub fn section(r: &Run, main_cpu_ns: f64) -> String {
     );
     let _ = writeln!(
         s,
-        "| latency of a batch of 1, p50 (the window waits for records that do not come) | {} | {} | +{} |",
+        "| latency of a batch of 1, p50 (its request goes once its one record joined: PutEvents on moto) | {} | {} | +{} |",
         ms(r.off.single_p50),
         ms(r.on.single_p50),
         ms(r.on.single_p50.saturating_sub(r.off.single_p50))
@@ -338,7 +338,7 @@ pub fn cost_rows(r: &Run) -> (String, f64, f64) {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| Lambda duration, the forwarder's wait | +{} per processor invocation measured at a batch of 1 (the worst case, as above: the {} ms window, then PutEvents on moto) × 0.125 GB × ${}/GB-s | {duration:.2} |",
+        "| Lambda duration, the forwarder's wait | +{} per processor invocation measured at a batch of 1 (the worst case, as above: PutEvents on moto; the {} ms window is only a bound, not waited) × 0.125 GB × ${}/GB-s | {duration:.2} |",
         ms(wait),
         r.batch_window_ms,
         prices::LAMBDA_ARM_GB_S
