@@ -259,10 +259,11 @@ pub fn section(r: &Run, main_cpu_ns: f64) -> String {
     let _ = writeln!(s, "|---|---|---|---|");
     let _ = writeln!(
         s,
-        "| CPU time per event (batches of {BATCH}) | {} | {} | +{} ({:+.0} %) |",
+        "| CPU time per event (batches of {BATCH}) | {} | {} | {}{} ({:+.0} %) |",
         us(r.off.cpu_per_event_ns),
         us(r.on.cpu_per_event_ns),
-        us(r.on.cpu_per_event_ns - r.off.cpu_per_event_ns),
+        if r.on.cpu_per_event_ns >= r.off.cpu_per_event_ns { "+" } else { "−" },
+        us((r.on.cpu_per_event_ns - r.off.cpu_per_event_ns).abs()),
         (r.on.cpu_per_event_ns / r.off.cpu_per_event_ns - 1.0) * 100.0
     );
     let _ = writeln!(
