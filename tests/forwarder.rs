@@ -8,7 +8,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_eventbridge::types::{ReplayDestination, Target};
-use aws_sdk_sqs::types::QueueAttributeName;
 use common::bus_proxy::BusProxy;
 use common::runtime_api::{FunctionProcess, Outcome, RuntimeApi, binary};
 use common::*;
@@ -36,17 +35,6 @@ struct Stack {
     proxy: BusProxy,
     /// DynamoDB for both tables, when the test races conditional writes (see [`SerialMoto`]).
     serial: Option<SerialMoto>,
-}
-
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> String {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(queue.as_str())
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    out.attributes.unwrap()[&QueueAttributeName::QueueArn].clone()
 }
 
 impl Stack {

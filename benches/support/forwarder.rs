@@ -16,13 +16,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_sdk_eventbridge::types::Target;
-use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 use stigg_webhooks::config::QueueUrl;
 
 use crate::common::bus_proxy::BusProxy;
 use crate::common::runtime_api::{FunctionProcess, RuntimeApi};
-use crate::common::{Resources, admin_config_for, create_queue, endpoint, take_all, unique};
+use crate::common::{Resources, admin_config_for, create_queue, endpoint, queue_arn, take_all, unique};
 use crate::support::{Requests, cpu_ns, keep_alive_front, ms, percentile, prices, status_kb, us};
 use crate::{stigg_event, wait_first_poll};
 
@@ -90,17 +89,6 @@ impl Proc {
         assert_eq!(out["batchItemFailures"], json!([]), "{out}");
         took
     }
-}
-
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> String {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(queue.as_str())
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    out.attributes.unwrap()[&QueueAttributeName::QueueArn].clone()
 }
 
 /// `events` new events through each processor in batches of 10, then [`SINGLES`] batches of 1.

@@ -12,14 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+
+use super::counting_proxy::{Upstream, pass_through, serve, upstream_client};
 
 #[derive(Default)]
 struct State {
@@ -45,23 +41,10 @@ pub struct BusProxy {
 impl BusProxy {
     pub async fn start(upstream: &str) -> Self {
         let upstream = upstream.trim_end_matches('/').to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state: Arc<Mutex<State>> = Arc::default();
-        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let shared = (state.clone(), client, upstream);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                // As AWS endpoints: without it Nagle and delayed ACKs can hold a reused
-                // connection's answer back ~40 ms.
-                let _ = stream.set_nodelay(true);
-                let (state, client, upstream) = shared.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(state.clone(), client.clone(), upstream.clone(), req));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                });
-            }
-        });
+        let client = upstream_client();
+        let shared = state.clone();
+        let addr = serve(move |req| handle(shared.clone(), client.clone(), upstream.clone(), req)).await;
         Self { addr, state }
     }
 
@@ -115,7 +98,7 @@ fn answer(status: u16, body: Value) -> Response<Full<Bytes>> {
 
 async fn handle(
     state: Arc<Mutex<State>>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Upstream,
     upstream: String,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -163,11 +146,10 @@ async fn handle(
         body = Bytes::from(request.to_string());
         parts.headers.remove("content-length");
         parts.headers.insert("content-length", body.len().into());
-        let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or("/".into());
-        parts.uri = format!("{upstream}{path}").parse().unwrap();
-        let Ok(response) = client.request(Request::from_parts(parts, Full::new(body))).await else {
-            return Ok(answer(502, json!({})));
-        };
+        let response = pass_through(&client, &upstream, parts, body).await;
+        if response.status() != 200 {
+            return Ok(response);
+        }
         let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let upstream_answer: Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let mut from_upstream = upstream_answer["Entries"].as_array().cloned().unwrap_or_default().into_iter();
@@ -190,15 +172,5 @@ async fn handle(
         }
         return Ok(answer(200, json!({"FailedEntryCount": failed, "Entries": merged})));
     }
-    let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or("/".into());
-    parts.uri = format!("{upstream}{path}").parse().unwrap();
-    let answer = match client.request(Request::from_parts(parts, Full::new(body))).await {
-        Ok(response) => {
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            Response::from_parts(parts, Full::new(body))
-        }
-        Err(_) => Response::builder().status(502).body(Full::new(Bytes::new())).unwrap(),
-    };
-    Ok(answer)
+    Ok(pass_through(&client, &upstream, parts, body).await)
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -27,20 +28,21 @@ pub struct CountingProxy {
 impl CountingProxy {
     pub async fn start(upstream: &str) -> Self {
         let upstream = upstream.trim_end_matches('/').to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let state = (counts.clone(), client, upstream);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (counts, client, upstream) = state.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| forward(counts.clone(), client.clone(), upstream.clone(), req));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                });
+        let client = upstream_client();
+        let seen = counts.clone();
+        let addr = serve(move |req: Request<Incoming>| {
+            let (counts, client, upstream) = (seen.clone(), client.clone(), upstream.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                if let Some(target) = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+                    *counts.lock().unwrap().entry(target.to_owned()).or_default() += 1;
+                }
+                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                Ok(pass_through(&client, &upstream, parts, body).await)
             }
-        });
+        })
+        .await;
         Self { addr, counts }
     }
 
@@ -54,26 +56,50 @@ impl CountingProxy {
     }
 }
 
-async fn forward(
-    counts: Arc<Mutex<HashMap<String, usize>>>,
-    client: Client<HttpConnector, Full<Bytes>>,
-    upstream: String,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (mut parts, body) = req.into_parts();
-    if let Some(target) = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
-        *counts.lock().unwrap().entry(target.to_owned()).or_default() += 1;
-    }
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+/// The HTTP client a proxy sends on with.
+pub type Upstream = Client<HttpConnector, Full<Bytes>>;
+
+pub fn upstream_client() -> Upstream {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Serves `handle` on a port of 127.0.0.1 of its own, a task per connection; its address.
+pub async fn serve<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            // As AWS endpoints: without it Nagle and delayed ACKs can hold a reused connection's
+            // answer back ~40 ms.
+            let _ = stream.set_nodelay(true);
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service_fn(handle)).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends a request on to `upstream` as it is; 502 when upstream does not answer.
+pub async fn pass_through(
+    client: &Upstream,
+    upstream: &str,
+    mut parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
     parts.uri = format!("{upstream}{path}").parse().unwrap();
-    let answer = match client.request(Request::from_parts(parts, Full::new(body))).await {
+    match client.request(Request::from_parts(parts, Full::new(body))).await {
         Ok(response) => {
             let (parts, body) = response.into_parts();
             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             Response::from_parts(parts, Full::new(body))
         }
         Err(_) => Response::builder().status(502).body(Full::new(Bytes::new())).unwrap(),
-    };
-    Ok(answer)
+    }
 }

@@ -211,6 +211,18 @@ pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str, fifo: bool) -> 
     QueueUrl::parse(&url).unwrap()
 }
 
+/// A queue's ARN (what an EventBridge rule's target names).
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl) -> String {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(queue.as_str())
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    out.attributes.unwrap()[&QueueAttributeName::QueueArn].clone()
+}
+
 /// One receive of up to ten messages with their attributes, invisible for `visibility` seconds.
 async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue: &QueueUrl, visibility: i32) -> Vec<Message> {
     sqs.receive_message()
