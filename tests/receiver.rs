@@ -403,11 +403,13 @@ async fn a_reused_key_with_a_different_body_is_acknowledged_but_not_queued() {
 
 #[tokio::test]
 async fn a_key_is_accepted_again_once_its_ttl_has_passed() {
-    let app = spawn_app_with(Options { ttl: Duration::from_secs(1), ..Default::default() }).await;
+    // Expiry is in whole seconds: a 1 s TTL could end between the first post and the duplicate
+    // on a loaded machine (a fresh-clone CI run saw it), 3 s cannot.
+    let app = spawn_app_with(Options { ttl: Duration::from_secs(3), ..Default::default() }).await;
     assert_eq!(app.post(&event("m-ttl")).await.status(), 202);
     assert_eq!(app.post(&event("m-ttl")).await.status(), 200);
     // DynamoDB sweeps expired items lazily (up to days later): the claim must treat them as gone.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     assert!(app.res.item("accepted#m-ttl").await.is_some(), "the emulator keeps the expired item");
     assert_eq!(app.post(&event("m-ttl")).await.status(), 202);
     assert_eq!(app.res.drain().await.len(), 2);
