@@ -107,8 +107,8 @@ impl Stack {
             ("AWS_ENDPOINT_URL_EVENTBRIDGE", self.proxy.url()),
             ("AWS_LAMBDA_LOG_LEVEL", "info".to_owned()),
             ("AWS_ENDPOINT_URL_DYNAMODB", self.serial.as_ref().map_or_else(ddb_endpoint, |s| s.endpoint.clone())),
-            // The default window (20 ms) is only a bound: a batch's records share one request
-            // because the processor says when all of them have joined or ended.
+            // The window only bounds the wait: a batch's records share one request because the
+            // processor says when all of them have joined or ended (see the bench for latency).
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         env

@@ -4,8 +4,8 @@
 //! [`Batcher::put`] of each record joins an open request. A request is sent when every record of
 //! the batch that may join it has joined or ended (see [`crate::process::batch`]), when it holds
 //! 10 entries (PutEvents' most), when the next entry would take the sum of its entries past the
-//! limit, or [`ForwarderConfig::batch_window`] after its first entry (a bound, for records the
-//! concurrency limit holds back), whichever comes first. The send runs in a task of its own, so a
+//! limit, or [`ForwarderConfig::batch_window`] after its first entry (a bound, for a running
+//! record slow to reach the forwarder), whichever comes first. The send runs in a task of its own, so a
 //! record cut off by its deadline does not cancel the others' request.
 //!
 //! PutEvents answers per entry: "If the request contains failed entries, the response's
@@ -159,12 +159,27 @@ impl Batcher {
                 *open = Some(Open { id, ticketed, bytes, waiting: vec![waiting], close: close.clone() });
                 let this = self.clone();
                 tokio::spawn(async move {
-                    // Sent when every record that may join has (or ended), when full (closed by
-                    // the entry that filled it), or when the window ends: whichever comes first.
+                    // Sent when every record that may join has (or ended) and a joiner was a
+                    // processor record, when full (closed by the entry that filled it), or when
+                    // the window ends: whichever comes first.
+                    let window = tokio::time::sleep(this.inner.window);
+                    tokio::pin!(window);
                     tokio::select! {
-                        () = batch::settled(), if ticketed => {}
+                        () = batch::settled() => {
+                            let ticketed = {
+                                let slot = this.inner.open.lock().unwrap_or_else(PoisonError::into_inner);
+                                slot.as_ref().is_some_and(|o| o.id == id && o.ticketed)
+                            };
+                            if !ticketed {
+                                // No joiner said when the others are in: the window decides.
+                                tokio::select! {
+                                    () = close.notified() => {}
+                                    () = &mut window => {}
+                                }
+                            }
+                        }
                         () = close.notified() => {}
-                        () = tokio::time::sleep(this.inner.window) => {}
+                        () = &mut window => {}
                     }
                     let open = {
                         let mut slot = this.inner.open.lock().unwrap_or_else(PoisonError::into_inner);
@@ -298,6 +313,31 @@ mod tests {
         let results = put_all(&b, &[100; 12]).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!((ten.num_calls(), two.num_calls()), (1, 1), "12 entries, two requests");
+    }
+
+    #[tokio::test]
+    async fn records_in_the_processor_send_once_all_joined_or_ended_without_waiting_the_window() {
+        use crate::process::batch::{TICKET_TESTS, Ticket};
+        let _only = TICKET_TESTS.lock().await;
+        let two = mock!(Client::put_events)
+            .match_requests(|r| r.entries().len() == 2)
+            .then_output(|| output(vec![ok(), ok()]));
+        let (bus, source) = (EventBusName::parse("b").unwrap(), EventSource::parse("stigg.webhooks").unwrap());
+        let window = Duration::from_secs(10);
+        let client = mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&two]);
+        let b = Batcher::new(client, bus, source, 1_000_000, window);
+        let started = tokio::time::Instant::now();
+        // Three records: two join, the third ends without reaching the forwarder.
+        let join = |b: &Batcher| {
+            let b = b.clone();
+            Ticket::new().scope(async move { b.put(entry(10)).await })
+        };
+        let (first, second, ()) =
+            tokio::join!(join(&b), join(&b), Ticket::new().scope(tokio::time::sleep(Duration::from_millis(5))));
+        assert!(first.is_ok() && second.is_ok());
+        assert_eq!(two.num_calls(), 1);
+        // Milliseconds against a 10 s window: a functional check, not a timing one.
+        assert!(started.elapsed() < window, "sent once the third record ended: {:?}", started.elapsed());
     }
 
     #[tokio::test]

@@ -40,8 +40,13 @@ impl Handler for Forwarder {
         Cow::Borrowed(Self::NAME)
     }
 
+    fn shares_calls(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, event: &StiggEvent) -> Result<(), HandlerError> {
         if let Some(replay) = &event.replay {
+            crate::process::batch::release_current();
             tracing::debug!(idempotency_key = %event.key, replay, "replayed event: not put on the bus again");
             return Ok(());
         }

@@ -8,6 +8,10 @@
 //! (a batch of 10 is one call, a batch of 1 does not wait). A record the limits hold back has no
 //! ticket yet, so no call waits for one that cannot start before the call's records end (the
 //! records of a FIFO batch run one at a time: each call carries one entry).
+//!
+//! The count is per process: invocations run at once in one process (`AWS_LAMBDA_MAX_CONCURRENCY`
+//! above 1) hold each other's calls until their time bound; and one sharing handler per process
+//! is assumed (the forwarder).
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -36,10 +40,13 @@ impl Ticket {
         Self { released: AtomicBool::new(false) }
     }
 
-    fn release(&self) {
-        if !self.released.swap(true, Ordering::AcqRel) {
+    /// True when this call released it (not an earlier one).
+    fn release(&self) -> bool {
+        let first = !self.released.swap(true, Ordering::AcqRel);
+        if first {
             outstanding().send_modify(|n| *n = n.saturating_sub(1));
         }
+        first
     }
 
     /// Runs `record` as this ticket's record; the ticket is released when it ends at the latest.
@@ -56,15 +63,16 @@ impl Default for Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.release();
+        let _ = self.release();
     }
 }
 
-/// Called by a sharing handler when the current record joins a shared call: it will not join
-/// another. False outside a record (a handler run by hand): then nothing tells when the others
-/// have joined, and the handler waits out its own time bound.
+/// Called when the current record joins a shared call, or will not reach one: it holds no call
+/// back any more. True when it held its ticket until now; false outside a record (a handler run
+/// by hand: nothing then tells when the others have joined, and the call waits out its own
+/// time bound) or when it was released already.
 pub fn release_current() -> bool {
-    TICKET.try_with(Ticket::release).is_ok()
+    TICKET.try_with(Ticket::release).unwrap_or(false)
 }
 
 /// True when no record in progress may still join.
@@ -78,18 +86,31 @@ pub async fn settled() {
     let _ = rx.wait_for(|n| *n == 0).await;
 }
 
+/// The count is process-wide: the tests that take tickets run one at a time.
+#[cfg(test)]
+pub(crate) static TICKET_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn a_released_twice() -> bool {
+        let t = Ticket::new();
+        let _ = t.release();
+        t.release()
+    }
+
     #[tokio::test]
     async fn tickets_settle_when_every_record_joined_or_ended() {
-        // One test owns the process-wide count: no other test takes tickets.
+        let _only = TICKET_TESTS.lock().await;
         let (a, b) = (Ticket::new(), Ticket::new());
         assert!(!all_joined_or_done());
         assert!(a.scope(async { release_current() }).await);
+        assert!(!a_released_twice(), "a second release is not a release");
         assert!(!all_joined_or_done(), "b is still running");
         let waiter = tokio::spawn(settled());
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "b holds the call back");
         b.scope(async {}).await;
         waiter.await.unwrap();
         assert!(all_joined_or_done(), "b ended without joining");

@@ -96,6 +96,13 @@ pub trait Handler: Send + Sync + 'static {
     fn name(&self) -> Cow<'static, str> {
         Cow::Borrowed(std::any::type_name::<Self>())
     }
+
+    /// True for a handler that shares one call among a batch's records (the EventBridge
+    /// forwarder): when it is skipped for a record, the record is counted out of the call at once
+    /// (see [`crate::process::batch`]).
+    fn shares_calls(&self) -> bool {
+        false
+    }
 }
 
 /// One handler's failure within a run.
@@ -252,10 +259,12 @@ impl Handlers {
         for r in self.routes.iter().filter(|r| r.route.matches(event)) {
             if done.contains(&r.name) {
                 run.skipped.push(r.name.clone());
+                release_if_sharing(&*r.handler);
                 continue;
             }
             if until.is_some_and(|u| tokio::time::Instant::now() >= u) {
                 run.not_run.push(r.name.clone());
+                release_if_sharing(&*r.handler);
                 continue;
             }
             let handle = AssertUnwindSafe(r.handler.handle(event)).catch_unwind();
@@ -275,6 +284,13 @@ impl Handlers {
             }
         }
         run
+    }
+}
+
+/// A record that will not reach a sharing handler no longer holds that handler's call back.
+fn release_if_sharing(handler: &dyn Handler) {
+    if handler.shares_calls() {
+        crate::process::batch::release_current();
     }
 }
 

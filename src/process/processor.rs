@@ -343,6 +343,7 @@ impl Processor {
                 return RecordOutcome::Duplicate;
             }
             Err(e) => {
+                crate::process::batch::release_current();
                 tracing::warn!(error = %e, "unparseable record");
                 let detail = e.to_string();
                 let dead_letter = self.dead_letter(record, None, FailureReason::Unparseable, &detail);
@@ -375,6 +376,8 @@ impl Processor {
         };
         let done_before = claim.done().clone();
         let run = self.handlers.run_pending(&event, &done_before, Some(budget.records_end)).await;
+        // Past every handler: the claim's writes that follow hold no shared call back.
+        crate::process::batch::release_current();
         if run.is_complete() {
             match budget.bounded(self.store.complete(claim)).await {
                 Some(Ok(())) => {}
