@@ -107,8 +107,12 @@ impl Stack {
             ("AWS_ENDPOINT_URL_EVENTBRIDGE", self.proxy.url()),
             ("AWS_LAMBDA_LOG_LEVEL", "info".to_owned()),
             ("AWS_ENDPOINT_URL_DYNAMODB", self.serial.as_ref().map_or_else(ddb_endpoint, |s| s.endpoint.clone())),
-            // The window only bounds the wait: a batch's records share one request because the
-            // processor says when all of them have joined or ended (see the bench for latency).
+            // The window only bounds the wait for a slow record: a batch's records share one
+            // request because the processor says when all of them have joined or ended (a batch
+            // of 1 does not wait: see the bench and the batcher's unit test). A loaded CI machine
+            // once took more than the default 250 ms to bring a cold process's mirror records to
+            // the forwarder, so the bound here is generous.
+            ("EVENT_BUS_BATCH_WINDOW_MS", "5000".to_owned()),
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         env

@@ -97,8 +97,8 @@ impl ForwarderConfig {
         let window = match env.value("EVENT_BUS_BATCH_WINDOW_MS") {
             None => DEFAULT_BATCH_WINDOW,
             Some(v) => {
-                v.parse::<u64>().ok().filter(|ms| *ms <= 1000).map(Duration::from_millis).ok_or_else(|| {
-                    invalid("EVENT_BUS_BATCH_WINDOW_MS", format!("{v:?} is not 0-1000 (milliseconds)"))
+                v.parse::<u64>().ok().filter(|ms| *ms <= 10_000).map(Duration::from_millis).ok_or_else(|| {
+                    invalid("EVENT_BUS_BATCH_WINDOW_MS", format!("{v:?} is not 0-10000 (milliseconds)"))
                 })?
             }
         };
@@ -142,7 +142,7 @@ mod tests {
             vec![("EVENT_BUS_NAME", "arn:aws:sqs:eu-west-1:123456789012:q")],
             vec![("EVENT_BUS_NAME", "b"), ("EVENT_SOURCE", "aws.stigg")],
             vec![("EVENT_BUS_NAME", "b"), ("EVENT_BUS_MAX_ENTRY_BYTES", "100")],
-            vec![("EVENT_BUS_NAME", "b"), ("EVENT_BUS_BATCH_WINDOW_MS", "5000")],
+            vec![("EVENT_BUS_NAME", "b"), ("EVENT_BUS_BATCH_WINDOW_MS", "50000")],
         ] {
             let err = config(&vars).unwrap_err().to_string();
             assert!(err.contains(vars.last().unwrap().0), "{err}");
