@@ -443,7 +443,10 @@ async fn a_redelivered_deletion_or_snapshot_finishes_what_the_failed_attempt_sta
 #[tokio::test]
 async fn a_snapshot_of_3000_features_is_mirrored_and_a_check_reads_one_small_item() {
     let recorder = Recorder::default();
-    let sdk = sdk_config_for(&ddb_endpoint()).await;
+    // Generous timeouts: moto took more than the functions' 5 s to answer the Query of 3,000
+    // items on a loaded fresh-clone CI run (DynamoDB pages it in 1 MB pages of milliseconds);
+    // the functions' own timeouts are exercised by the fault suite.
+    let sdk = admin_config_for(&ddb_endpoint()).await;
     let ddb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(recorder.clone()).build(),
     );
