@@ -18,6 +18,7 @@
 //!
 //! [`ForwarderConfig::batch_window`]: crate::forward::ForwarderConfig::batch_window
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -94,7 +95,7 @@ struct Inner {
     max_request_bytes: usize,
     window: Duration,
     open: Mutex<Option<Open>>,
-    next_id: Mutex<u64>,
+    next_id: AtomicU64,
 }
 
 /// Shares PutEvents requests between concurrent [`Batcher::put`]s. Cheap to clone.
@@ -112,7 +113,7 @@ impl Batcher {
         window: Duration,
     ) -> Self {
         let open = Mutex::new(None);
-        let inner = Inner { client, bus, source, max_request_bytes, window, open, next_id: Mutex::new(0) };
+        let inner = Inner { client, bus, source, max_request_bytes, window, open, next_id: AtomicU64::new(0) };
         Self { inner: Arc::new(inner) }
     }
 
@@ -148,11 +149,7 @@ impl Batcher {
                 }
             }
             None => {
-                let id = {
-                    let mut next = inner.next_id.lock().unwrap_or_else(PoisonError::into_inner);
-                    *next += 1;
-                    *next
-                };
+                let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
                 let close = Arc::new(Notify::new());
                 let ticketed = batch::release_current();
                 let bytes = waiting.entry.size;
