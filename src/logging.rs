@@ -21,9 +21,10 @@
 
 use std::str::FromStr;
 
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Crates (log target prefixes) allowed up to DEBUG; every other target stops at INFO.
 const DEBUG_CEILING: &[&str] = &["stigg_webhooks", "receiver", "processor", "aws_smithy_runtime", "aws_config"];
@@ -49,8 +50,8 @@ fn parse_level(s: &str) -> Option<LevelFilter> {
 /// The filter directives in force, every one clamped to its target's [`ceiling`]: the configured
 /// level for everything (at most INFO, at most DEBUG for the crates that may), plus, when Lambda
 /// sets no level, `RUST_LOG`'s own `target=level` directives, clamped the same way (directives
-/// with span filters are dropped). One global `EnvFilter` built from them keeps tracing's static
-/// fast path: a disabled `debug!` in the SDK costs a branch, not a dispatch.
+/// with span filters are dropped). One global `Targets` filter built from them keeps tracing's
+/// static fast path: a disabled `debug!` in the SDK costs a branch, not a dispatch.
 pub fn directives(lambda_level: Option<&str>, rust_log: Option<&str>) -> String {
     let name = |l: LevelFilter| l.to_string().to_lowercase();
     let level = configured_level(lambda_level, rust_log);
@@ -71,17 +72,42 @@ pub fn directives(lambda_level: Option<&str>, rust_log: Option<&str>) -> String 
     out.join(",")
 }
 
+/// Whether Lambda asks for JSON lines (`AWS_LAMBDA_LOG_FORMAT=JSON`, the template's setting).
+pub fn json_format() -> bool {
+    std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"))
+}
+
+/// The filter in force: [`directives`] as a `Targets` filter (`target=level` pairs, which is all
+/// `directives` ever yields; an unparsable pair is dropped, as `EnvFilter::parse_lossy` did).
+pub fn filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets {
+    let mut targets = Targets::new();
+    for directive in directives(lambda_level, rust_log).split(',') {
+        match directive.split_once('=') {
+            None => targets = targets.with_default(parse_level(directive).unwrap_or(LevelFilter::INFO)),
+            Some((target, level)) => {
+                if let Some(level) = parse_level(level) {
+                    targets = targets.with_target(target, level);
+                }
+            }
+        }
+    }
+    targets
+}
+
 /// Installs the global subscriber.
 pub fn init() {
     let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
     let rust_log = std::env::var("RUST_LOG").ok();
-    let filter = EnvFilter::builder().parse_lossy(directives(lambda_level.as_deref(), rust_log.as_deref()));
-    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = fmt().with_env_filter(filter).with_target(false);
-    // JSON (Lambda): tracing's default timer writes RFC 3339 UTC under "timestamp", and the current
-    // span (request id, X-Ray trace id) rides along; not the list of open spans, which repeats
-    // it (~190 billed bytes a line). Text (a terminal): no time, the reader has one.
-    let _ = if json { builder.json().with_span_list(false).try_init() } else { builder.without_time().try_init() };
+    let registry = tracing_subscriber::registry().with(filter(lambda_level.as_deref(), rust_log.as_deref()));
+    // JSON (Lambda): tracing's default timer writes RFC 3339 UTC under "timestamp"; the event's
+    // fields sit at the top level next to it (`message`, as Lambda's own JSON lines have it),
+    // and the current span (request id, X-Ray trace id) rides along; not the list of open spans,
+    // which repeats it (~190 billed bytes a line). Text (a terminal): no time, the reader has one.
+    let _ = if json_format() {
+        registry.with(fmt::layer().json().flatten_event(true).with_span_list(false).with_target(false)).try_init()
+    } else {
+        registry.with(fmt::layer().without_time().with_target(false)).try_init()
+    };
 }
 
 #[cfg(test)]
@@ -120,6 +146,23 @@ mod tests {
         assert!(!d.contains("x[span]"), "{d}");
         assert_eq!(directives(Some("WARN"), None).split(',').next(), Some("warn"));
         assert!(directives(Some("ERROR"), None).contains("stigg_webhooks=error"));
+    }
+
+    #[test]
+    fn the_filter_enforces_the_ceilings_whatever_the_setting() {
+        use tracing::Level;
+        let f = filter(Some("TRACE"), Some("trace"));
+        assert!(f.would_enable("stigg_webhooks::receiver", &Level::DEBUG));
+        assert!(!f.would_enable("stigg_webhooks::receiver", &Level::TRACE));
+        assert!(f.would_enable("aws_smithy_runtime::client::orchestrator", &Level::DEBUG));
+        assert!(!f.would_enable("lambda_runtime::layers::api_response", &Level::DEBUG));
+        assert!(f.would_enable("lambda_runtime::layers::api_response", &Level::INFO));
+        let f = filter(Some("WARN"), None);
+        assert!(!f.would_enable("stigg_webhooks::receiver", &Level::INFO));
+        assert!(f.would_enable("stigg_webhooks::receiver", &Level::WARN));
+        let f = filter(None, Some("info,aws_smithy_runtime=debug,hyper_util=trace"));
+        assert!(f.would_enable("aws_smithy_runtime::client", &Level::DEBUG));
+        assert!(!f.would_enable("hyper_util::client", &Level::DEBUG), "clamped to INFO");
     }
 
     #[test]

@@ -234,8 +234,8 @@ async fn a_thousand_distinct_events_through_the_stack_are_each_processed_exactly
         .await
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == "event processed")
-        .map(|v| v["fields"]["idempotency_key"].as_str().unwrap().to_owned())
+        .filter(|v| v["message"] == "event processed")
+        .map(|v| v["idempotency_key"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(processor.count_message("event processed"), n, "one line per event");
     assert_eq!(processed.len(), n, "every key, once");

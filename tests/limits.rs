@@ -73,7 +73,7 @@ fn lines_with(lines: &[String], message: &str) -> Vec<Value> {
     lines
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["fields"]["message"].as_str().is_some_and(|m| m.starts_with(message)))
+        .filter(|v| v["message"].as_str().is_some_and(|m| m.starts_with(message)))
         .collect()
 }
 
@@ -121,7 +121,7 @@ async fn a_body_over_what_sqs_carries_is_refused_with_413_nothing_written_and_on
     let lines = receiver.settled_lines().await;
     let warned = lines_with(&lines, "event larger than the queue carries");
     assert_eq!(warned.len(), 1, "{lines:?}");
-    let fields = &warned[0]["fields"];
+    let fields = &warned[0];
     assert_eq!(fields["idempotency_key"], "k-too-large");
     assert_eq!(fields["event_type"], "entitlements.updated");
     assert_eq!(fields["body_bytes"].as_u64(), Some(body.len() as u64));
@@ -166,7 +166,7 @@ async fn a_permanent_mirror_failure_leaves_the_other_handlers_run_once_and_a_red
     assert_eq!(lines_with(&lines, "stigg event").len(), 1, "the logging handler ran despite the mirror");
     let failed = lines_with(&lines, "handler failed permanently");
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0]["fields"]["handler"], "entitlement-mirror");
+    assert_eq!(failed[0]["handler"], "entitlement-mirror");
 
     // A redrive: the dead letter goes back to the events queue as it is, attributes included.
     let redriven = json!({"Records": [lambda_record(&dead[0], SOURCE_ARN)]});

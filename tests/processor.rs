@@ -379,14 +379,14 @@ async fn event_processed_is_logged_once_per_event_even_across_redeliveries() {
         .unwrap()
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| ["k-log", "k-log2"].contains(&l["fields"]["idempotency_key"].as_str().unwrap_or_default()))
+        .filter(|l| ["k-log", "k-log2"].contains(&l["idempotency_key"].as_str().unwrap_or_default()))
         .collect();
     let logs = mine.iter().map(Value::to_string).collect::<Vec<_>>().join("\n");
-    let processed: Vec<&Value> = mine.iter().filter(|l| l["fields"]["message"] == "event processed").collect();
+    let processed: Vec<&Value> = mine.iter().filter(|l| l["message"] == "event processed").collect();
     assert_eq!(processed.len(), 2, "{logs}");
-    let keys: Vec<_> = processed.iter().map(|l| l["fields"]["idempotency_key"].as_str().unwrap()).collect();
+    let keys: Vec<_> = processed.iter().map(|l| l["idempotency_key"].as_str().unwrap()).collect();
     assert!(keys.contains(&"k-log") && keys.contains(&"k-log2"));
-    assert!(processed.iter().all(|l| l["level"] == "INFO" && l["fields"]["event_type"] == "subscription.canceled"));
+    assert!(processed.iter().all(|l| l["level"] == "INFO" && l["event_type"] == "subscription.canceled"));
     assert_eq!(logs.matches("duplicate skipped").count(), 3, "k-log twice, k-log2 once");
 }
 

@@ -5,19 +5,21 @@
 
 pub mod claim;
 pub mod queue;
+pub mod tls;
 
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::identity::{
     IdentityFuture, ResolveCachedIdentity, SharedIdentityCache, SharedIdentityResolver,
 };
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
+use crate::config::ConfigError;
 use crate::ingest::secrets::{FetchError, SecretFetch, SecretSet};
 
 /// The longest one attempt of an SDK call may take (see [`timeouts`]).
@@ -36,9 +38,14 @@ pub fn timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// The one HTTPS client every SDK client shares (hyper 1 + rustls with ring).
-pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https()
+/// The one HTTPS client every SDK client shares (hyper 1 + rustls with ring), trusting what
+/// [`tls`] says: Amazon Trust Services' roots, plus `AWS_CA_BUNDLE`'s certificates when set.
+pub fn http_client() -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, ConfigError> {
+    let context = tls::tls_context(std::env::var(tls::CA_BUNDLE_VAR).ok().as_deref())?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .tls_context(context)
+        .build_https())
 }
 
 /// Loads the SDK configuration from the standard chain (`AWS_REGION`, credentials,
@@ -48,14 +55,14 @@ pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
 /// throughput for a grace period (20 s by default), and [`timeouts`] ends every attempt at 2 s,
 /// so it could never fire first; it only added a throughput monitor and its timers to both
 /// bodies of every request.
-pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client())
+pub async fn load_sdk_config() -> Result<SdkConfig, ConfigError> {
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client()?)
         .timeout_config(timeouts())
         .stalled_stream_protection(aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .load()
-        .await
+        .await)
 }
 
 /// The comma list of webhook secrets in an SSM SecureString parameter, read at the cold start

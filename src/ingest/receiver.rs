@@ -299,16 +299,14 @@ impl Receiver {
         if let Err(e @ (ReceiveError::Store(_) | ReceiveError::Queue(_))) = &result {
             tracing::error!(idempotency_key = log.key.as_deref(), error = %crate::error_chain(e), "dependency failure");
         }
-        tracing::info!(
-            idempotency_key = log.key.as_deref(),
-            event_type = log.event_type.as_deref(),
-            trace_id = log.trace_id.as_deref(),
-            outcome = outcome.as_str(),
+        metrics::receiver_request(&metrics::RequestLine {
+            outcome,
             status,
             latency_ms,
-            "webhook handled"
-        );
-        metrics::receiver(outcome, latency_ms);
+            idempotency_key: log.key.as_deref(),
+            event_type: log.event_type.as_deref(),
+            trace_id: log.trace_id.as_deref(),
+        });
         response(status, &body, status == 405)
     }
 

@@ -316,15 +316,11 @@ impl FunctionProcess {
         }
     }
 
-    /// Lines whose JSON `fields.message` (or text) is `message`.
+    /// Lines whose JSON `message` (or text) is `message`.
     pub fn count_message(&self, message: &str) -> usize {
         self.lines()
             .iter()
-            .filter(|l| {
-                serde_json::from_str::<Value>(l)
-                    .map(|v| v["fields"]["message"] == message || v["message"] == message)
-                    .unwrap_or(false)
-            })
+            .filter(|l| serde_json::from_str::<Value>(l).map(|v| v["message"] == message).unwrap_or(false))
             .count()
     }
 }

@@ -16,9 +16,13 @@
 //! before a distribution could hold more: a drain that records hundreds of values writes several
 //! documents, and none is dropped.
 
+mod request_line;
+
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use metrics_cloudwatch_embedded::Collector;
+
+pub use request_line::{RequestLine, receiver_request};
 
 pub const NAMESPACE: &str = "StiggWebhooks";
 
@@ -35,6 +39,12 @@ type Output = fn(&[u8]) -> std::io::Result<()>;
 struct Emf {
     collector: &'static Collector,
     output: Output,
+    namespace: String,
+    function: &'static str,
+    /// [`emf_level`] of this process's `AWS_LAMBDA_LOG_LEVEL`.
+    level: &'static str,
+    /// Lambda's JSON log format: a request's log line and its metrics can be one line.
+    json: bool,
 }
 
 static EMF: OnceLock<Emf> = OnceLock::new();
@@ -64,14 +74,15 @@ pub fn init(function: &'static str) {
 fn install(function: &'static str, output: Output) {
     let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| NAMESPACE.to_owned());
     match metrics_cloudwatch_embedded::Builder::new()
-        .cloudwatch_namespace(namespace)
+        .cloudwatch_namespace(namespace.clone())
         .with_dimension("Function", function)
         .init()
     {
         Ok(collector) => {
             let level = emf_level(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref());
             collector.set_property("level", level);
-            let _ = EMF.set(Emf { collector, output });
+            let json = crate::logging::json_format();
+            let _ = EMF.set(Emf { collector, output, namespace, function, level, json });
         }
         Err(e) => tracing::warn!(error = %e, "metrics disabled"),
     }
@@ -182,11 +193,6 @@ impl ProcessorOutcome {
             Self::PermanentFailure => "permanent_failure",
         }
     }
-}
-
-pub fn receiver(outcome: ReceiverOutcome, latency_ms: f64) {
-    metrics::counter!("Requests", "Outcome" => outcome.as_str()).increment(1);
-    record_distribution(metrics::histogram!("ReceiverLatency"), latency_ms);
 }
 
 /// How a re-read of the secret parameter ended (`SecretRefreshes`, dimension `Outcome`).
