@@ -9,7 +9,7 @@ EVENT ?= events/stigg/subscription.created.json
 DEV_ENV := .local/dev/env
 DEV := cargo run -q --example stigg-dev --
 
-.PHONY: help tools test test-unit test-faults test-ddb-local bench bench-peers bench-mirror profile fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
+.PHONY: help tools test test-unit test-faults test-ddb-local bench bench-peers bench-processors bench-mirror profile fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -51,15 +51,22 @@ $(PEERS)/node/node_modules/.installed: $(PEERS)/node/package-lock.json
 
 bench-peers: $(PEERS)/python/.venv/.installed $(PEERS)/node/node_modules/.installed ## Set up the Python and Node peers the bench compares with (pip venv, npm ci)
 
-bench: tools bench-peers ## Release binaries under a local Runtime API against moto, side by side with the peers (3 runs, ~50 min, root for the CPU caps); writes BENCHMARKS.md
+bench: tools bench-peers ## Release binaries under a local Runtime API against moto, side by side with the peers (3 runs, ~60 min, root for the CPU caps); writes BENCHMARKS.md
 	cargo build --release --bins
 	mkdir -p target/bench-bin && cp target/release/receiver target/release/processor target/bench-bin/
 	# A build of its own: an example pulls in the dev-dependencies' features, which must not reach the binaries measured.
 	cargo build --release --example sdk-floor
 	cp target/release/examples/sdk-floor target/bench-bin/
 	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench stack
+	# Before the receivers: their cost model reads the processor's figures (target/bench-results/processors.json).
+	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench processors
 	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench receivers
 	scripts/with-moto.sh cargo bench --bench mirror
+
+bench-processors: tools $(PEERS)/python/.venv/.installed ## Our processor and its Python peer alone: batches of 10 at a 128 MB Lambda's CPU share, happy and one in ten failing (~12 min, root for the cap); writes its BENCHMARKS.md section and target/bench-results/processors.json
+	cargo build --release --bins
+	mkdir -p target/bench-bin && cp target/release/processor target/bench-bin/
+	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench processors
 
 bench-mirror: tools ## The entitlement mirror against moto (release): check latency and CPU, calls per event, item sizes; writes its BENCHMARKS.md section
 	scripts/with-moto.sh cargo bench --bench mirror

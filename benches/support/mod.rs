@@ -159,6 +159,22 @@ pub fn splice_section(doc: &str, begin: &str, end: &str, section: &str, after: &
 /// are written down with the date they were last checked, not fetched.
 pub mod floor;
 
+/// A Lambda's CPU share for one process (cgroup v1 quota).
+pub mod cpu_cap;
+
+/// Where a bench leaves figures another bench reads (`benches/processors` writes
+/// `processors.json`, the receivers' cost model reads it): `BENCH_RESULTS_DIR`, else
+/// `bench-results/` in the target directory (`CARGO_TARGET_DIR`, else `target/`).
+pub fn result_file(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("BENCH_RESULTS_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+            .join("bench-results")
+    });
+    dir.join(format!("{name}.json"))
+}
+
 pub mod prices {
     pub const CHECKED: &str =
         "AWS public pricing pages, us-east-1, as of 2026-11 (unchanged since the Nov 2024 DynamoDB on-demand cut)";
