@@ -49,7 +49,31 @@ $(PEERS)/node/node_modules/.installed: $(PEERS)/node/package-lock.json
 	cd $(PEERS)/node && npm ci --no-audit --no-fund --silent
 	touch $@
 
-bench-peers: $(PEERS)/python/.venv/.installed $(PEERS)/node/node_modules/.installed ## Set up the Python and Node peers the bench compares with (pip venv, npm ci)
+# The Go peer needs Go and the AWS SDK for Go v2 as Debian packages them (GOPATH mode: no module
+# proxy). Missing, they are installed with apt-get as root (or sudo -n); where that cannot be done
+# the peer is skipped with one line and the bench runs without it. The binary is rebuilt only when
+# its sources are newer.
+GO_SDK := /usr/share/gocode/src/github.com/aws/aws-sdk-go-v2/service/dynamodb
+GO_PACKAGES := golang-go golang-github-aws-aws-sdk-go-v2-dev
+
+$(PEERS)/go/bin/receiver: $(wildcard $(PEERS)/go/*.go) $(PEERS)/go/build.sh
+	@why=; \
+	if ! command -v go >/dev/null || [ ! -d $(GO_SDK) ]; then \
+	  if ! command -v apt-get >/dev/null; then why="Go or the AWS SDK for Go v2 is missing and there is no apt-get to install $(GO_PACKAGES)"; \
+	  elif [ "$$(id -u)" = 0 ]; then sudo=; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else why="Go or the AWS SDK for Go v2 is missing and installing $(GO_PACKAGES) needs root (or sudo -n)"; fi; \
+	  if [ -z "$$why" ]; then \
+	    echo "go peer: apt-get install $(GO_PACKAGES)"; \
+	    { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GO_PACKAGES) >/dev/null 2>&1 || \
+	      { $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GO_PACKAGES) >/dev/null; }; } || \
+	      why="apt-get install $(GO_PACKAGES) failed"; \
+	  fi; \
+	fi; \
+	if [ -n "$$why" ]; then echo "go peer skipped: $$why; the bench runs without it"; exit 0; fi; \
+	sh $(PEERS)/go/build.sh
+
+bench-peers: $(PEERS)/python/.venv/.installed $(PEERS)/node/node_modules/.installed $(PEERS)/go/bin/receiver ## Set up the peers the bench compares with (Python: pip venv, Node: npm ci, Go: apt-get + build)
 
 bench: tools bench-peers ## Release binaries under a local Runtime API against moto, side by side with the peers (3 runs, ~60 min, root for the CPU caps); writes BENCHMARKS.md
 	cargo build --release --bins

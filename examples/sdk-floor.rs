@@ -4,7 +4,7 @@
 //! PutItem) and nothing else: no secret, no validation, no payload parse beyond finding the
 //! `messageId`, no logs, no metrics, no `lambda_http`.
 //!
-//! `make bench` runs it next to our receiver (`benches/receivers.rs`), so the report shows how
+//! `make bench` runs it next to our receiver (`benches/receivers/`), so the report shows how
 //! much of our CPU per event the runtime and the SDK take before any of our own code runs.
 //! Never deployed.
 

@@ -1,6 +1,6 @@
 //! The moto floor's three calls: what a receiver cannot avoid per new event (a conditional
 //! PutItem, a SendMessage with the two attributes, an UpdateItem; a late duplicate is the one
-//! refused PutItem). One copy for the floor of `benches/receivers.rs` and the SDK-only function
+//! refused PutItem). One copy for the floor of `benches/receivers/` and the SDK-only function
 //! of `examples/sdk-floor.rs`, so both make exactly the same requests.
 
 use std::time::{SystemTime, UNIX_EPOCH};
