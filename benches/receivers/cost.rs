@@ -17,6 +17,46 @@ const AWS_PROCESSOR_IO_MS: f64 = 10.0;
 
 type Pick = fn(&RunResult) -> Option<&BTreeMap<Who, Pass>>;
 
+/// Our processor's share of a webhook, per event.
+struct ProcessorShare {
+    /// Lambda invocations (1 at batches of 1; 1/10 at batches of 10).
+    invocations: f64,
+    billed_ms: f64,
+    basis: String,
+    writes: f64,
+    /// The event source mapping's ReceiveMessage and DeleteMessageBatch.
+    esm_requests: f64,
+    log_bytes: f64,
+}
+
+/// From `make bench-processors` (benches/processors: batches of 10 at a 128 MB share), when its
+/// result file is there: the processor as it runs under load, batches of 10.
+fn processor_from_bench() -> Option<ProcessorShare> {
+    let path = crate::support::result_file("processors");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+    let n = json["records_per_batch"].as_f64().filter(|n| *n >= 1.0)?;
+    let ours = &json["ours"]["happy"];
+    let batch = ours["mean_batch_ms"].as_f64()? - ours["floor_mean_batch_ms"].as_f64()? + AWS_PROCESSOR_IO_MS;
+    let billed_batch = batch.max(1.0).ceil();
+    let requests = ours["runs"][0]["requests_per_event"].as_object()?;
+    let writes = requests
+        .iter()
+        .filter(|(op, _)| ["PutItem", "UpdateItem", "DeleteItem"].contains(&op.as_str()))
+        .filter_map(|(_, v)| v.as_f64())
+        .sum();
+    Some(ProcessorShare {
+        invocations: 1.0 / n,
+        billed_ms: billed_batch / n,
+        basis: format!(
+            "{billed_batch:.0} ms billed per batch of {n:.0} ÷ {n:.0} (benches/processors, {})",
+            json["measured_at"].as_str().unwrap_or("?")
+        ),
+        writes,
+        esm_requests: 2.0 / n,
+        log_bytes: ours["log_bytes_per_event"].as_f64()?,
+    })
+}
+
 /// The cost section, and each receiver's total per million webhooks (USD; empty when the capped
 /// passes were not run).
 pub fn model(results: &[RunResult], processor: Option<&(Phase, Phase)>, events: usize) -> (String, BTreeMap<Who, f64>) {
@@ -51,7 +91,6 @@ pub fn model(results: &[RunResult], processor: Option<&(Phase, Phase)>, events: 
             let _ = writeln!(s, "Not computed: the capped runs need root and a cgroup v1 cpu controller.\n");
         }
         Some((proc_phase, proc_floor)) => {
-            let proc_billed = proc_phase.billed_ms(proc_floor.mean_ms(), AWS_PROCESSOR_IO_MS);
             let writes = |m: &BTreeMap<String, usize>, n: usize| {
                 m.iter()
                     .filter(|(op, _)| ["PutItem", "UpdateItem", "DeleteItem"].contains(&op.as_str()))
@@ -63,8 +102,28 @@ pub fn model(results: &[RunResult], processor: Option<&(Phase, Phase)>, events: 
                 m.iter().filter(|(op, _)| op.starts_with("SendMessage")).map(|(_, c)| *c).sum::<usize>() as f64
                     / n as f64
             };
-            let proc_writes = writes(&proc_phase.requests, proc_phase.lat.len());
-            let sqs_esm = 2.0; // the event source mapping's receive + delete, batches of 1 at a trickle
+            let proc = processor_from_bench().unwrap_or_else(|| {
+                let billed_ms = proc_phase.billed_ms(proc_floor.mean_ms(), AWS_PROCESSOR_IO_MS);
+                ProcessorShare {
+                    invocations: 1.0,
+                    billed_ms,
+                    basis: format!("{billed_ms:.1} ms billed, batches of 1 (no `make bench-processors` result)"),
+                    writes: writes(&proc_phase.requests, proc_phase.lat.len()),
+                    esm_requests: 2.0,
+                    log_bytes: proc_phase.log_bytes,
+                }
+            });
+            let (proc_writes, sqs_esm) = (proc.writes, proc.esm_requests);
+            let _ = writeln!(
+                s,
+                "The processor's share: {}.\n",
+                if proc.invocations < 1.0 {
+                    "as `make bench-processors` measured it (benches/processors: batches of 10 at a 128 MB share), \
+                     so a tenth of an invocation, of a ReceiveMessage and of a DeleteMessageBatch per webhook"
+                } else {
+                    "one record per invocation (batches of 1, a trickle), from this bench's own processor pass"
+                }
+            );
             // The receivers measured, in their order (the header must match the cells below).
             let priced: Vec<Who> =
                 RECEIVERS.into_iter().filter(|w| results.first().is_some_and(|r| r.warm.contains_key(w))).collect();
@@ -81,15 +140,11 @@ pub fn model(results: &[RunResult], processor: Option<&(Phase, Phase)>, events: 
                 let items = [
                     (
                         "Lambda requests (receiver + processor)",
-                        2.0 * prices::LAMBDA_REQUEST * 1e6,
-                        "2 × $0.20/M".to_owned(),
+                        (1.0 + proc.invocations) * prices::LAMBDA_REQUEST * 1e6,
+                        format!("{:.1} × $0.20/M", 1.0 + proc.invocations),
                     ),
                     ("receiver duration, 128 MB", gb_s(rb, 128.0), format!("{rb:.1} ms billed")),
-                    (
-                        "processor duration, 128 MB (ours)",
-                        gb_s(proc_billed, 128.0),
-                        format!("{proc_billed:.1} ms billed"),
-                    ),
+                    ("processor duration, 128 MB (ours)", gb_s(proc.billed_ms, 128.0), proc.basis.clone()),
                     (
                         "DynamoDB writes",
                         (writes(&w.new.requests, events) + proc_writes) * prices::DDB_WRU * 1e6,
@@ -98,12 +153,12 @@ pub fn model(results: &[RunResult], processor: Option<&(Phase, Phase)>, events: 
                     (
                         "SQS requests",
                         (sends(&w.new.requests, events) + sqs_esm) * prices::SQS_REQUEST * 1e6,
-                        format!("{:.1} send + {sqs_esm:.0} receive/delete", sends(&w.new.requests, events)),
+                        format!("{:.1} send + {sqs_esm:.1} receive/delete", sends(&w.new.requests, events)),
                     ),
                     (
                         "CloudWatch Logs (function output)",
-                        (w.new.log_bytes + proc_phase.log_bytes) * prices::LOGS_GB * 1e6 / 1e9,
-                        format!("{:.0} + {:.0} B", w.new.log_bytes, proc_phase.log_bytes),
+                        (w.new.log_bytes + proc.log_bytes) * prices::LOGS_GB * 1e6 / 1e9,
+                        format!("{:.0} + {:.0} B", w.new.log_bytes, proc.log_bytes),
                     ),
                 ];
                 for (i, (name, usd, basis)) in items.iter().enumerate() {
@@ -149,8 +204,9 @@ pub fn model(results: &[RunResult], processor: Option<&(Phase, Phase)>, events: 
             );
             let _ = writeln!(
                 s,
-                "Our log bytes include its EMF metric documents (the `Requests` and `ReceiverLatency` metrics the alarms and \
-                 dashboard read; the row \"of which EMF metrics\" above): the peers emit no metrics at all, so a user who \
+                "Our log bytes include its EMF metrics (the `Requests` metric the alarms and the dashboard read, in the same \
+                 line as the request's log fields since issue 24; the row \"of which EMF metrics\" above counts its `_aws` \
+                 block and metric-only members): the peers emit no metrics at all, so a user who \
                  wanted theirs would add Powertools Metrics and its bytes. Lambda's own platform lines (START, END, REPORT) \
                  are the same for every runtime and not counted. EMF metrics themselves are billed per metric per month, \
                  not per event.\n"

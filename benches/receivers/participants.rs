@@ -252,10 +252,31 @@ impl<'a> Live<'a> {
         took
     }
 
-    /// Bytes written so far (lines with their newline), and of those the EMF documents'.
+    /// Bytes written so far (lines with their newline), and of those the EMF metrics': a whole
+    /// line for a document alone, the `_aws` block and the metric-only members (`Function`, the
+    /// metric values) for a log line that is also a document (ours since issue 24).
     pub fn output_bytes(&self) -> (usize, usize) {
         let out = self.process.output.lock().unwrap();
-        let bytes = |emf: bool| out.iter().filter(|l| !emf || l.starts_with("{\"_aws\"")).map(|l| l.len() + 1).sum();
-        (bytes(false), bytes(true))
+        let total = out.iter().map(|l| l.len() + 1).sum();
+        let emf = out.iter().map(|l| metric_bytes(l)).sum();
+        (total, emf)
     }
+}
+
+fn metric_bytes(line: &str) -> usize {
+    let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_str::<serde_json::Value>(line) else { return 0 };
+    let Some(aws) = doc.remove("_aws") else { return 0 };
+    if !doc.contains_key("message") {
+        return line.len() + 1;
+    }
+    let mut names: Vec<String> = vec!["Function".into()];
+    for directive in aws["CloudWatchMetrics"].as_array().into_iter().flatten() {
+        for metric in directive["Metrics"].as_array().into_iter().flatten() {
+            names.extend(metric["Name"].as_str().map(str::to_owned));
+        }
+    }
+    for name in names {
+        doc.remove(&name);
+    }
+    line.len().saturating_sub(serde_json::Value::Object(doc).to_string().len())
 }

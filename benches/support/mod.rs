@@ -41,7 +41,8 @@ pub async fn keep_alive_front(upstream: String) -> (String, Requests) {
     let addr = listener.local_addr().unwrap();
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
-    let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
+    type Body = http_body_util::Either<Incoming, http_body_util::Full<hyper::body::Bytes>>;
+    let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build(connector);
     let requests = Requests::default();
     let counts = requests.clone();
     tokio::spawn(async move {
@@ -50,19 +51,38 @@ pub async fn keep_alive_front(upstream: String) -> (String, Requests) {
             let _ = stream.set_nodelay(true);
             let (client, upstream, counts) = (client.clone(), upstream.clone(), counts.clone());
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     let client = client.clone();
-                    let op = req
+                    let target = req
                         .headers()
                         .get("x-amz-target")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|t| t.rsplit('.').next())
-                        .unwrap_or("other")
-                        .to_owned();
-                    *counts.0.lock().unwrap().entry(op).or_default() += 1;
+                        .map(str::to_owned);
                     let path = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
-                    *req.uri_mut() = format!("{upstream}{path}").parse().unwrap();
+                    let uri: hyper::Uri = format!("{upstream}{path}").parse().unwrap();
+                    let counts = counts.clone();
                     async move {
+                        let (mut head, body) = req.into_parts();
+                        head.uri = uri;
+                        let req = match target {
+                            Some(op) => {
+                                *counts.0.lock().unwrap().entry(op).or_default() += 1;
+                                hyper::Request::from_parts(head, http_body_util::Either::Left(body))
+                            }
+                            // An SDK on the query protocol (the Go SDK v2 as Debian packages it, for
+                            // SQS) names the operation in its form body: `Action=SendMessage&...`.
+                            None => {
+                                let body =
+                                    http_body_util::BodyExt::collect(body).await.map_err(|e| e.to_string())?.to_bytes();
+                                let op = form_action(&body).unwrap_or("other").to_owned();
+                                *counts.0.lock().unwrap().entry(op).or_default() += 1;
+                                hyper::Request::from_parts(
+                                    head,
+                                    http_body_util::Either::Right(http_body_util::Full::new(body)),
+                                )
+                            }
+                        };
                         // moto answers `Connection: close`; a keep-alive endpoint would not say so.
                         let response = client.request(req).await.map_err(|e| e.to_string())?;
                         let (mut head, body) = response.into_parts();
@@ -79,6 +99,11 @@ pub async fn keep_alive_front(upstream: String) -> (String, Requests) {
         }
     });
     (format!("http://{addr}"), requests)
+}
+
+/// The `Action` of a query-protocol request's form body.
+fn form_action(body: &[u8]) -> Option<&str> {
+    std::str::from_utf8(body).ok()?.split('&').find_map(|kv| kv.strip_prefix("Action="))
 }
 
 /// CPU time (user + system) of a process, all threads, from the scheduler's ns counters.

@@ -188,7 +188,7 @@ async fn main() -> Result<(), Error> {
 
 async fn sdk() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(stigg_webhooks::aws::http_client().expect("AWS_CA_BUNDLE names a usable PEM bundle"))
+        .http_client(stigg_webhooks::aws::tool_http_client().expect("AWS_CA_BUNDLE names a usable PEM bundle"))
         .load()
         .await
 }

@@ -38,10 +38,22 @@ pub fn timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// The one HTTPS client every SDK client shares (hyper 1 + rustls with ring), trusting what
-/// [`tls`] says: Amazon Trust Services' roots, plus `AWS_CA_BUNDLE`'s certificates when set.
+/// The one HTTPS client every SDK client of a function shares (hyper 1 + rustls with ring),
+/// trusting what [`tls`] says: Amazon Trust Services' roots (the system store in the China and
+/// isolated regions), plus `AWS_CA_BUNDLE`'s certificates when set.
 pub fn http_client() -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, ConfigError> {
-    let context = tls::tls_context(std::env::var(tls::CA_BUNDLE_VAR).ok().as_deref())?;
+    let region = std::env::var("AWS_REGION").or_else(|_| std::env::var("AWS_DEFAULT_REGION")).ok();
+    https_client(tls::Roots::for_region(region.as_deref()))
+}
+
+/// The HTTPS client of the developer tools (`make replay`, the simulator) and the tests: the
+/// system store, as a workstation behind a TLS-inspecting proxy expects, plus `AWS_CA_BUNDLE`.
+pub fn tool_http_client() -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, ConfigError> {
+    https_client(tls::Roots::System)
+}
+
+fn https_client(roots: tls::Roots) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, ConfigError> {
+    let context = tls::tls_context(roots, std::env::var(tls::CA_BUNDLE_VAR).ok().as_deref())?;
     Ok(aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .tls_context(context)

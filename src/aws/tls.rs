@@ -19,12 +19,19 @@
 //! Stigg's own endpoints (the bridge's Edge API, the mirror's GraphQL API, the status page) go
 //! through `reqwest` with the system store, not through this client.
 //!
-//! `AWS_CA_BUNDLE` is the AWS SDKs' shared setting for a custom bundle
-//! (<https://docs.aws.amazon.com/sdkref/latest/guide/feature-gen-config.html>): a private CA
-//! (a TLS-inspecting proxy), or the system bundle for a partition whose endpoints chain elsewhere
-//! (`AWS_CA_BUNDLE=/etc/pki/tls/certs/ca-bundle.crt` on `provided.al2023`). Its certificates are
-//! trusted in addition to the five. A file that cannot be read or holds no certificate fails the
-//! cold start with the variable named, instead of a TLS error on the first call.
+//! Outside the commercial and GovCloud partitions (the China regions `cn-*`, the isolated
+//! `*-iso*` ones), whose endpoints are not documented to chain to these roots, the client uses the
+//! system store as before, so no deployment there breaks on its first call.
+//!
+//! `AWS_CA_BUNDLE` names a PEM file whose certificates are trusted in addition (the variable the
+//! AWS SDKs read for a custom bundle,
+//! <https://docs.aws.amazon.com/sdkref/latest/guide/feature-gen-config.html>; where they replace
+//! their store with it, this adds to the five, so a bundle holding only a private CA cannot cut
+//! the functions off AWS): a private CA (a TLS-inspecting proxy), or the image's bundle
+//! (`/etc/pki/tls/certs/ca-bundle.crt` on `provided.al2023`). Certificates that cannot serve as a
+//! root are skipped with a WARN line, as the system store does; a file that cannot be read, or
+//! holds no usable certificate, fails the cold start with the variable named instead of a TLS
+//! error on the first call.
 
 use aws_smithy_http_client::tls::{TlsContext, TrustStore};
 use rustls_pki_types::CertificateDer;
@@ -38,30 +45,83 @@ pub const AMAZON_TRUST_SERVICES_ROOTS: &[u8] = include_bytes!("roots/amazon-trus
 /// The variable naming an extra PEM bundle to trust.
 pub const CA_BUNDLE_VAR: &str = "AWS_CA_BUNDLE";
 
-/// The TLS context of the SDK's HTTPS client, from `AWS_CA_BUNDLE` (`None`: the five roots only).
-pub fn tls_context(ca_bundle: Option<&str>) -> Result<TlsContext, ConfigError> {
-    let mut store = TrustStore::empty().with_native_roots(false).with_pem_certificate(AMAZON_TRUST_SERVICES_ROOTS);
+/// Which store a client starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roots {
+    /// Amazon Trust Services' five roots (the functions).
+    AmazonTrustServices,
+    /// The system's store (developer tools on a workstation, and partitions whose endpoints
+    /// are not documented to chain to the five).
+    System,
+}
+
+impl Roots {
+    /// What a function in `region` trusts: the system store in the China and isolated regions.
+    pub fn for_region(region: Option<&str>) -> Self {
+        match region.map(str::trim) {
+            Some(r) if r.starts_with("cn-") || r.contains("-iso") => Self::System,
+            _ => Self::AmazonTrustServices,
+        }
+    }
+}
+
+/// The TLS context of an SDK HTTPS client: `roots`, plus the usable certificates of the
+/// `ca_bundle` file when one is named.
+pub fn tls_context(roots: Roots, ca_bundle: Option<&str>) -> Result<TlsContext, ConfigError> {
+    let mut store = match roots {
+        Roots::AmazonTrustServices => {
+            TrustStore::empty().with_native_roots(false).with_pem_certificate(AMAZON_TRUST_SERVICES_ROOTS)
+        }
+        Roots::System => TrustStore::empty().with_native_roots(true),
+    };
     if let Some(path) = ca_bundle.map(str::trim).filter(|p| !p.is_empty()) {
         let pem = std::fs::read(path).map_err(|e| invalid(CA_BUNDLE_VAR, format!("cannot read {path}: {e}")))?;
-        let count = certificates(&pem).map_err(|reason| invalid(CA_BUNDLE_VAR, format!("{path}: {reason}")))?;
-        tracing::debug!(path, count, "trusting the certificates of AWS_CA_BUNDLE too");
-        store = store.with_pem_certificate(pem);
+        let usable = usable_roots(&pem).map_err(|reason| invalid(CA_BUNDLE_VAR, format!("{path}: {reason}")))?;
+        if usable.skipped > 0 {
+            tracing::warn!(
+                path,
+                skipped = usable.skipped,
+                kept = usable.kept,
+                "AWS_CA_BUNDLE: certificates that cannot serve as a root were skipped"
+            );
+        }
+        store = store.with_pem_certificate(usable.pem);
     }
     TlsContext::builder().with_trust_store(store).build().map_err(|e| invalid(CA_BUNDLE_VAR, e))
 }
 
-/// How many certificates `pem` holds, each one usable as a trust anchor. Checked here because
-/// the SDK's client parses the same bytes when it builds a connector and panics on a bad one.
-fn certificates(pem: &[u8]) -> Result<usize, String> {
+struct Usable {
+    /// The usable certificates, as PEM again: the SDK's client parses what it is given when it
+    /// builds a connector and panics on a certificate it cannot use, so it gets only these.
+    pem: Vec<u8>,
+    kept: usize,
+    skipped: usize,
+}
+
+/// The certificates of `pem` that serve as trust anchors (other PEM blocks, such as keys, are
+/// ignored); an error when there is none.
+fn usable_roots(pem: &[u8]) -> Result<Usable, String> {
+    use base64::Engine as _;
     let ders = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-    if ders.is_empty() {
-        return Err("no PEM certificate in it".into());
+    let mut out = Usable { pem: Vec::new(), kept: 0, skipped: 0 };
+    for der in ders {
+        if rustls::RootCertStore::empty().add(der.clone()).is_err() {
+            out.skipped += 1;
+            continue;
+        }
+        out.kept += 1;
+        let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        out.pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for chunk in body.as_bytes().chunks(64) {
+            out.pem.extend_from_slice(chunk);
+            out.pem.push(b'\n');
+        }
+        out.pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
     }
-    let mut roots = rustls::RootCertStore::empty();
-    for (i, der) in ders.iter().enumerate() {
-        roots.add(der.clone()).map_err(|e| format!("certificate {} is not usable as a root: {e}", i + 1))?;
+    if out.kept == 0 {
+        return Err(format!("no PEM certificate usable as a root in it ({} skipped)", out.skipped));
     }
-    Ok(ders.len())
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -84,8 +144,20 @@ mod tests {
         let ders = CertificateDer::pem_slice_iter(AMAZON_TRUST_SERVICES_ROOTS).collect::<Result<Vec<_>, _>>().unwrap();
         let fingerprints: Vec<String> = ders.iter().map(|d| hex::encode(Sha256::digest(d.as_ref()))).collect();
         assert_eq!(fingerprints, PUBLISHED);
-        assert_eq!(certificates(AMAZON_TRUST_SERVICES_ROOTS), Ok(5));
-        assert!(tls_context(None).is_ok());
+        let usable = usable_roots(AMAZON_TRUST_SERVICES_ROOTS).unwrap();
+        assert_eq!((usable.kept, usable.skipped), (5, 0));
+        assert_eq!(usable.pem, AMAZON_TRUST_SERVICES_ROOTS, "re-encoded byte for byte");
+        assert!(tls_context(Roots::AmazonTrustServices, None).is_ok());
+    }
+
+    #[test]
+    fn china_and_isolated_regions_keep_the_system_store() {
+        assert_eq!(Roots::for_region(Some("us-east-1")), Roots::AmazonTrustServices);
+        assert_eq!(Roots::for_region(Some("us-gov-west-1")), Roots::AmazonTrustServices);
+        assert_eq!(Roots::for_region(None), Roots::AmazonTrustServices);
+        for region in ["cn-north-1", "cn-northwest-1", "us-iso-east-1", "us-isob-east-1", "eu-isoe-west-1"] {
+            assert_eq!(Roots::for_region(Some(region)), Roots::System, "{region}");
+        }
     }
 
     #[test]
@@ -96,14 +168,19 @@ mod tests {
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let garbage = dir.join("garbage.pem");
         std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
-        for path in [dir.join("missing.pem"), empty, garbage] {
-            let e = tls_context(Some(path.to_str().unwrap())).unwrap_err().to_string();
+        for path in [dir.join("missing.pem"), empty, garbage.clone()] {
+            let e = tls_context(Roots::AmazonTrustServices, Some(path.to_str().unwrap())).unwrap_err().to_string();
             assert!(e.contains(CA_BUNDLE_VAR) && e.contains(path.to_str().unwrap()), "{e}");
         }
-        let extra = dir.join("extra.pem");
-        std::fs::write(&extra, AMAZON_TRUST_SERVICES_ROOTS).unwrap();
-        assert!(tls_context(Some(extra.to_str().unwrap())).is_ok(), "a usable bundle is added");
-        assert!(tls_context(Some("  ")).is_ok(), "blank means unset");
+        // One bad certificate among good ones is skipped, not fatal (as the system store does).
+        let mixed = dir.join("mixed.pem");
+        let mut bytes = std::fs::read(&garbage).unwrap();
+        bytes.extend_from_slice(AMAZON_TRUST_SERVICES_ROOTS);
+        std::fs::write(&mixed, &bytes).unwrap();
+        let usable = usable_roots(&bytes).unwrap();
+        assert_eq!((usable.kept, usable.skipped), (5, 1));
+        assert!(tls_context(Roots::AmazonTrustServices, Some(mixed.to_str().unwrap())).is_ok());
+        assert!(tls_context(Roots::AmazonTrustServices, Some("  ")).is_ok(), "blank means unset");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -284,6 +284,7 @@ impl Receiver {
     /// Handles one request; `deadline` is when the invocation ends (the claim's lease).
     pub async fn handle(&self, request: Request, deadline: SystemTime) -> Response<Body> {
         let started = Instant::now();
+        let request_id = request.lambda_context_ref().map(|c| c.request_id.clone());
         let mut log = RequestLog::default();
         let result = self.receive(request, deadline, &mut log).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -306,6 +307,7 @@ impl Receiver {
             idempotency_key: log.key.as_deref(),
             event_type: log.event_type.as_deref(),
             trace_id: log.trace_id.as_deref(),
+            request_id: request_id.as_deref(),
         });
         response(status, &body, status == 405)
     }

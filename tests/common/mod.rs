@@ -56,7 +56,7 @@ pub async fn admin_config_for(endpoint: &str) -> SdkConfig {
 
 async fn test_config(endpoint: &str, timeouts: aws_config::timeout::TimeoutConfig) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .http_client(stigg_webhooks::aws::http_client().expect("AWS_CA_BUNDLE names a usable PEM bundle"))
+        .http_client(stigg_webhooks::aws::tool_http_client().expect("AWS_CA_BUNDLE names a usable PEM bundle"))
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
