@@ -7,31 +7,48 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STACK ?= stigg-webhooks
 EVENT ?= events/stigg/subscription.created.json
 DEV_ENV := .local/dev/env
-DEV := cargo run -q --example stigg-dev --
+# `local-dev`: the build `make dev` made (see Cargo.toml), so the first `make send` compiles nothing.
+DEV := cargo run -q --features local-dev --example stigg-dev --
 
-.PHONY: help tools test test-unit test-faults test-ddb-local bench bench-peers bench-processors bench-mirror profile fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
+.PHONY: help tools tools-test tools-local test test-unit test-faults test-ddb-local bench bench-peers bench-processors bench-mirror profile fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements-dev.txt
+# Each target installs only what it runs: tests need moto, `make dev` also cargo-lambda, and lint,
+# deploy and logs cfn-lint and the SAM CLI (most of a fresh clone's install time). `make tools`
+# installs all of it (requirements-dev.txt includes the other two files).
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+
+$(VENV)/.installed-test: requirements-test.txt | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -r requirements-test.txt
 	touch $@
 
-tools: $(VENV)/.installed ## Install local tooling (moto, cargo-lambda, cfn-lint) into .venv
+$(VENV)/.installed-local: requirements-local.txt requirements-test.txt | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -r requirements-local.txt
+	touch $@ $(VENV)/.installed-test
 
-test: tools ## Unit + integration tests (integration against a private moto on 127.0.0.1)
-	scripts/with-moto.sh cargo test
+$(VENV)/.installed: requirements-dev.txt requirements-local.txt requirements-test.txt | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.installed-local $(VENV)/.installed-test
+
+tools: $(VENV)/.installed ## Install all local tooling (moto, cargo-lambda, cfn-lint, SAM CLI) into .venv
+tools-test: $(VENV)/.installed-test
+tools-local: $(VENV)/.installed-local
+
+# `--features local-dev`: the build `make dev` made serves the tests too (see Cargo.toml).
+test: tools-test ## Unit + integration tests (integration against a private moto on 127.0.0.1)
+	scripts/with-moto.sh cargo test --features local-dev
 
 test-unit: ## Unit tests only (no emulator)
-	cargo test --lib --bins
+	cargo test --features local-dev --lib --bins
 
-test-faults: tools ## The fault suite alone: crashes, outages, throttling, Stigg's retry schedule (~2 min)
-	scripts/with-moto.sh cargo test --test faults
+test-faults: tools-test ## The fault suite alone: crashes, outages, throttling, Stigg's retry schedule (~2 min)
+	scripts/with-moto.sh cargo test --features local-dev --test faults
 
-test-ddb-local: tools ## Claim-protocol tests against AWS's DynamoDB Local (npm, Java 17) in a private netns
+test-ddb-local: tools-test ## Claim-protocol tests against AWS's DynamoDB Local (npm, Java 17) in a private netns
 	scripts/test-ddb-local.sh
 
 fuzz: ## Fuzz request parsing and key derivation (nightly + cargo-fuzz): FUZZ_SECONDS=600 per target
@@ -75,7 +92,7 @@ $(PEERS)/go/bin/receiver: $(wildcard $(PEERS)/go/*.go) $(PEERS)/go/build.sh
 
 bench-peers: $(PEERS)/python/.venv/.installed $(PEERS)/node/node_modules/.installed $(PEERS)/go/bin/receiver ## Set up the peers the bench compares with (Python: pip venv, Node: npm ci, Go: apt-get + build)
 
-bench: tools bench-peers ## Release binaries under a local Runtime API against moto, side by side with the peers (3 runs, ~60 min, root for the CPU caps); writes BENCHMARKS.md
+bench: tools-test bench-peers ## Release binaries under a local Runtime API against moto, side by side with the peers (3 runs, ~60 min, root for the CPU caps); writes BENCHMARKS.md
 	cargo build --release --bins
 	mkdir -p target/bench-bin && cp target/release/receiver target/release/processor target/bench-bin/
 	# A build of its own: an example pulls in the dev-dependencies' features, which must not reach the binaries measured.
@@ -87,18 +104,18 @@ bench: tools bench-peers ## Release binaries under a local Runtime API against m
 	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench receivers
 	scripts/with-moto.sh cargo bench --bench mirror
 
-bench-processors: tools $(PEERS)/python/.venv/.installed ## Our processor and its Python peer alone: batches of 10 at a 128 MB Lambda's CPU share, happy and one in ten failing (~12 min, root for the cap); writes its BENCHMARKS.md section and target/bench-results/processors.json
+bench-processors: tools-test $(PEERS)/python/.venv/.installed ## Our processor and its Python peer alone: batches of 10 at a 128 MB Lambda's CPU share, happy and one in ten failing (~12 min, root for the cap); writes its BENCHMARKS.md section and target/bench-results/processors.json
 	cargo build --release --bins
 	mkdir -p target/bench-bin && cp target/release/processor target/bench-bin/
 	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench processors
 
-bench-mirror: tools ## The entitlement mirror against moto (release): check latency and CPU, calls per event, item sizes; writes its BENCHMARKS.md section
+bench-mirror: tools-test ## The entitlement mirror against moto (release): check latency and CPU, calls per event, item sizes; writes its BENCHMARKS.md section
 	scripts/with-moto.sh cargo bench --bench mirror
 
-profile: tools ## Instruction counts (callgrind) of both functions under the bench harness
+profile: tools-test ## Instruction counts (callgrind) of both functions under the bench harness
 	scripts/profile.sh
 
-build: tools ## Release build of both functions for Lambda (arm64)
+build: tools-local ## Release build of both functions for Lambda (arm64)
 	cargo lambda build --release --arm64
 
 lint: tools ## cfn-lint, `sam validate --lint` and the cfn-guard policy rules (policy/) on the template
@@ -106,7 +123,7 @@ lint: tools ## cfn-lint, `sam validate --lint` and the cfn-guard policy rules (p
 	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --region us-east-1
 	scripts/guard.sh
 
-dev: tools ## Local stack: moto + the functions (cargo lambda watch) + SQS pump; DURABLE=1 adds the bridge and Stigg stand-ins, MIRROR=1 the entitlement mirror, BUS=1 an EventBridge bus, archive and example subscriber
+dev: tools-local ## Local stack: moto + the functions (cargo lambda watch) + SQS pump; DURABLE=1 adds the bridge and Stigg stand-ins, MIRROR=1 the entitlement mirror, BUS=1 an EventBridge bus, archive and example subscriber
 	DURABLE=$(DURABLE) MIRROR=$(MIRROR) BUS=$(BUS) scripts/dev.sh
 
 send: ## Deliver EVENT (file or folder) like Stigg, fresh ids each time; AWS=1 for the deployed STACK; SEND_FLAGS="--duplicates 1 --keep-ids --fast"

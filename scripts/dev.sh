@@ -15,7 +15,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export PATH="$root/.venv/bin:$PATH"
 state="$root/.local/dev"
-# The simulator as `cargo build --example stigg-dev` leaves it (CARGO_TARGET_DIR honoured).
+# The simulator as the build below leaves it (CARGO_TARGET_DIR honoured).
 dev_tool="${CARGO_TARGET_DIR:-$root/target}/debug/examples/stigg-dev"
 mkdir -p "$state"
 moto_port="${MOTO_PORT:-4566}"
@@ -52,13 +52,12 @@ for port in "${ports[@]}"; do
   if port_open "$port"; then echo "port $port is in use (another make dev?); set MOTO_PORT/LAMBDA_PORT" >&2; exit 1; fi
 done
 
-# Build exactly what `cargo lambda watch` runs (`cargo run --bin <function>`: no dev-dependency
-# features) first, then the simulator, in separate builds. One build of both would unify the
-# examples' dev-dependency features into the functions' dependencies, and watch's first request
-# would rebuild the whole SDK.
-echo "building the functions (a cold cache takes a few minutes)..."
-cargo build --bins
-cargo build --example stigg-dev
+# One build of the functions and the simulator. `local-dev` (Cargo.toml) gives the functions'
+# dependencies the features the simulator's (dev-)dependencies add, so both share one build of
+# the SDK, and `cargo lambda watch --features local-dev` runs (`cargo run --bin <function>
+# --features local-dev`) exactly what this built: its first request compiles nothing.
+echo "building the functions and the simulator (a cold cache takes a few minutes)..."
+cargo build --features local-dev --bins --example stigg-dev
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
@@ -108,7 +107,7 @@ fi
 # lines (CloudWatch EMF JSON, one per metric set) go to the full log only, and the runtime's
 # span prefix (request and X-Ray ids) is dropped from what is shown.
 export STIGG_WEBHOOK_SECRET="$secret" AWS_LAMBDA_LOG_LEVEL="${AWS_LAMBDA_LOG_LEVEL:-info}"
-start cargo lambda watch -A 127.0.0.1 -P "$lambda_port" \
+start cargo lambda watch --features local-dev -A 127.0.0.1 -P "$lambda_port" \
   > >(tee "$state/lambda.log" | grep --line-buffered -v '"_aws":' | sed -u -E 's/Lambda runtime invoke\{[^}]*\}:(record\{[^}]*\}:)? ?//') 2>&1
 for _ in $(seq 1 600); do port_open "$lambda_port" && break; sleep 0.2; done
 port_open "$lambda_port" || { echo "cargo lambda watch did not listen on $lambda_port; see $state/lambda.log" >&2; exit 1; }

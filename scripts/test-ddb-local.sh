@@ -13,7 +13,7 @@ if [ "${1:-}" != "--inside" ]; then
   fi
   command -v java >/dev/null || { echo "DynamoDB Local needs Java 17 on PATH" >&2; exit 1; }
   # Build while the network is still there; inside the namespace cargo must not need it.
-  cargo test --no-run --test receiver --test processor --test faults --test mirror
+  cargo test --features local-dev --no-run --test receiver --test processor --test faults --test mirror
   if [ "$(id -u)" = 0 ]; then ns=(unshare --net); else ns=(unshare --net --map-root-user); fi
   exec "${ns[@]}" -- "$0" --inside
 fi
@@ -35,8 +35,8 @@ export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$port"
 echo "DynamoDB Local on $AWS_ENDPOINT_URL_DYNAMODB (pid $java_pid, log $log)" >&2
 # The claim protocol end to end: receiver contract, processor once-per-key, and the crash and
 # concurrency cases with real processes.
-"$root/scripts/with-moto.sh" cargo test --offline --test receiver --test processor
-"$root/scripts/with-moto.sh" cargo test --offline --test faults -- killed_after_its_claim twenty_deliveries lost_completion
+"$root/scripts/with-moto.sh" cargo test --offline --features local-dev --test receiver --test processor
+"$root/scripts/with-moto.sh" cargo test --offline --features local-dev --test faults -- killed_after_its_claim twenty_deliveries lost_completion
 # The entitlement mirror's conditional writes and transactions: the shuffle property, the cost of
 # a stale event, and two processor processes racing on one customer.
-"$root/scripts/with-moto.sh" cargo test --offline --test mirror
+"$root/scripts/with-moto.sh" cargo test --offline --features local-dev --test mirror
