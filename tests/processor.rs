@@ -348,7 +348,13 @@ fn captured_logs() -> &'static Captured {
     LOGS.get_or_init(|| {
         let captured = Captured::default();
         let writer = captured.clone();
-        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).json().init();
+        // The production JSON layout (src/logging.rs): fields at the top level.
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .json()
+            .flatten_event(true)
+            .init();
         captured
     })
 }

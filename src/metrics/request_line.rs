@@ -175,8 +175,11 @@ mod tests {
         }
     }
 
+    /// A metric as CloudWatch extracts it: name, dimensions (name, value), value.
+    type Extracted = (String, Vec<(String, String)>, Value);
+
     /// Every metric a directive names, with its dimension values, read as CloudWatch would.
-    fn extracted(doc: &Value) -> Vec<(String, Vec<(String, String)>, Value)> {
+    fn extracted(doc: &Value) -> Vec<Extracted> {
         let mut out = Vec::new();
         for directive in doc["_aws"]["CloudWatchMetrics"].as_array().unwrap() {
             assert_eq!(directive["Namespace"], "StiggWebhooks");
