@@ -26,13 +26,14 @@ $(VENV)/.installed-test: requirements-test.txt | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet -r requirements-test.txt
 	touch $@
 
-$(VENV)/.installed-local: requirements-local.txt requirements-test.txt | $(VENV)/bin/python
+# Chained, so `make -j` never runs two pip installs into the one venv at once.
+$(VENV)/.installed-local: requirements-local.txt $(VENV)/.installed-test
 	$(VENV)/bin/pip install --quiet -r requirements-local.txt
-	touch $@ $(VENV)/.installed-test
+	touch $@
 
-$(VENV)/.installed: requirements-dev.txt requirements-local.txt requirements-test.txt | $(VENV)/bin/python
+$(VENV)/.installed: requirements-dev.txt $(VENV)/.installed-local
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
-	touch $@ $(VENV)/.installed-local $(VENV)/.installed-test
+	touch $@
 
 tools: $(VENV)/.installed ## Install all local tooling (moto, cargo-lambda, cfn-lint, SAM CLI) into .venv
 tools-test: $(VENV)/.installed-test
@@ -87,8 +88,8 @@ $(PEERS)/go/bin/receiver: $(wildcard $(PEERS)/go/*.go) $(PEERS)/go/build.sh
 	      why="apt-get install $(GO_PACKAGES) failed"; \
 	  fi; \
 	fi; \
-	if [ -n "$$why" ]; then echo "go peer skipped: $$why; the bench runs without it"; exit 0; fi; \
-	sh $(PEERS)/go/build.sh
+	if [ -z "$$why" ] && ! sh $(PEERS)/go/build.sh; then why="its build failed (above)"; fi; \
+	if [ -n "$$why" ]; then rm -f $@; echo "go peer skipped: $$why; the bench runs without it"; fi
 
 bench-peers: $(PEERS)/python/.venv/.installed $(PEERS)/node/node_modules/.installed $(PEERS)/go/bin/receiver ## Set up the peers the bench compares with (Python: pip venv, Node: npm ci, Go: apt-get + build)
 

@@ -34,6 +34,19 @@ struct ProcessorShare {
 fn processor_from_bench() -> Option<ProcessorShare> {
     let path = crate::support::result_file("processors");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+    // Only a capped run (a 128 MB share) of the processor binary measured here, not an older one.
+    if json["schema"] != 1 || json["memory_mb"] != 128 {
+        eprintln!("{}: not a capped (128 MB) run; the cost model uses this bench's own processor pass", path.display());
+        return None;
+    }
+    let binary = std::env::var_os("BENCH_BIN_DIR").map(|d| std::path::PathBuf::from(d).join("processor"));
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(result), Some(binary)) = (modified(&path), binary.as_deref().and_then(modified))
+        && result < binary
+    {
+        eprintln!("{}: older than the processor measured here; run `make bench-processors`", path.display());
+        return None;
+    }
     let n = json["records_per_batch"].as_f64().filter(|n| *n >= 1.0)?;
     let ours = &json["ours"]["happy"];
     let batch = ours["mean_batch_ms"].as_f64()? - ours["floor_mean_batch_ms"].as_f64()? + AWS_PROCESSOR_IO_MS;
