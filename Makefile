@@ -10,7 +10,7 @@ DEV_ENV := .local/dev/env
 # `local-dev`: the build `make dev` made (see Cargo.toml), so the first `make send` compiles nothing.
 DEV := cargo run -q --features local-dev --example stigg-dev --
 
-.PHONY: help tools tools-test tools-local test test-unit test-faults test-ddb-local bench bench-peers bench-processors bench-mirror profile fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
+.PHONY: help tools tools-test tools-local test test-unit test-faults test-ddb-local bench bench-peers bench-processors bench-mirror profile profile-floor fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -115,6 +115,11 @@ bench-mirror: tools-test ## The entitlement mirror against moto (release): check
 
 profile: tools-test ## Instruction counts (callgrind) of both functions under the bench harness
 	scripts/profile.sh
+
+profile-floor: tools-test ## Where the receiver's CPU above the SDK-only function (examples/sdk-floor.rs) goes, from perf samples: target/profile/vs-floor.md
+	@command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
+	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --bin receiver --example sdk-floor
+	scripts/with-moto.sh $(VENV)/bin/python scripts/profile-floor.py target/profile/release/receiver target/profile/release/examples/sdk-floor
 
 build: tools-local ## Release build of both functions for Lambda (arm64)
 	cargo lambda build --release --arm64

@@ -185,8 +185,9 @@ impl Checks {
     pub fn body(&self, body: Body) -> Result<Admitted, ReceiveError> {
         let limit = self.max_body_bytes;
         if body.len() > limit {
-            let event =
-                WebhookPayload::parse(body.as_ref()).ok().map(|p| (p.key.to_string(), p.event_type.to_string()));
+            // Only the type and ids: the whole tree of a body up to the function URL's 6 MB
+            // would take tens of MB of a 128 MB function.
+            let event = WebhookPayload::identify(body.as_ref()).map(|(key, event_type)| (key.to_string(), event_type));
             return Err(ReceiveError::TooLarge { limit, size: body.len(), event });
         }
         let raw = match body {
@@ -460,6 +461,24 @@ mod tests {
         let attributes = queue_attributes(&payload, SystemTime::now());
         assert_eq!(attributes.len(), 4, "trace id kept at its longest");
         assert!(MAX_EVENT_BYTES + attributes_size(&attributes) <= MAX_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn an_oversized_body_is_named_by_its_type_and_ids_without_the_full_parse() {
+        // U+FFFF makes the full parse refuse the body (SQS cannot carry it); the 413 path reads
+        // only the type and ids, so the operator still gets the key to ask Stigg for.
+        let body = format!(
+            r#"{{"type":"subscription.created","messageId":"m-1","note":"{}{}"}}"#,
+            '\u{FFFF}',
+            "x".repeat(100)
+        );
+        assert!(WebhookPayload::parse(body.as_bytes()).is_err());
+        match Checks::new(None, 64).body(Body::Text(body)) {
+            Err(ReceiveError::TooLarge { event: Some((key, event_type)), .. }) => {
+                assert_eq!((key.as_str(), event_type.as_str()), ("m-1", "subscription.created"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

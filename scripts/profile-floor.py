@@ -1,0 +1,177 @@
+"""`make profile-floor`: where the receiver's CPU above the SDK-only function (examples/sdk-floor.rs)
+goes, per accepted event. Both binaries serve the same function-URL events from a stand-in
+Runtime API against moto (AWS_ENDPOINT_URL, from scripts/with-moto.sh): first unperturbed, for
+the CPU per event (schedstat), then under `perf record` (sampled, no call graph), whose samples
+are sorted into the categories below and scaled to the unperturbed difference.
+
+Usage: profile-floor.py RECEIVER FLOOR [EVENTS]. Writes target/profile/vs-floor.md.
+Needs perf (linux-perf) and root or perf_event_paranoid <= 1; uncapped, so the absolute figures
+are a full core's (make bench's are the reference); the split is what this adds."""
+import json, os, re, signal, subprocess, sys, threading, time, uuid, collections
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import boto3
+
+RECEIVER, FLOOR = sys.argv[1], sys.argv[2]
+EVENTS = int(sys.argv[3]) if len(sys.argv) > 3 else 600
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MOTO = os.environ["AWS_ENDPOINT_URL"]
+SECRET = "whsec_profile_secret_1234567890abcdef"
+BODY = json.load(open(os.path.join(ROOT, "events/stigg/subscription.created.json")))
+
+# First match wins: a sample's function name (and library) decides its category.
+CATEGORIES = [
+    ("malloc, free, memcpy (glibc)", lambda s, d: "libc" in d),
+    ("kernel: syscalls (the log line's write among them), scheduling", lambda s, d: d.startswith("[kernel")),
+    ("tracing: lambda_runtime's per-invocation span (its fields formatted by the JSON layer), enter/exit per poll",
+     lambda s, d: re.search(r"^<?(tracing|tracing_subscriber|tracing_core|thread_local|sharded_slab)::|Instrumented", s)),
+    ("serde_json: the function-URL event, the payload, the log line, the response", lambda s, d: "serde_json" in s),
+    ("lambda_runtime, lambda_http: the event to an http::Request and back", lambda s, d: re.search(r"lambda_runtime|lambda_http|aws_lambda_events", s)),
+    ("ours: handler, secret check, payload checks, SHA-256 fingerprint, log line (inlined into main)",
+     lambda s, d: re.search(r"stigg_webhooks|receiver::main|sha2|subtle", s)),
+    ("AWS SDK: orchestrator, SigV4, (de)serializers (the claim's UpdateItem, the queue attributes)", lambda s, d: re.search(r"aws_|sigv4", s)),
+    ("HTTP: hyper, http, hyper_util, httparse, url", lambda s, d: re.search(r"hyper|^<?http::|httparse|^<?url::|http_body", s)),
+    ("Rust runtime: alloc, core, std, hashbrown, tokio, futures (callers not sampled)", lambda s, d: True),
+]
+
+
+class RuntimeApi:
+    """The two Runtime API calls a function makes per invocation, on 127.0.0.1."""
+
+    def __init__(self):
+        self.events, self.answers, self.cv = [], {}, threading.Condition()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                with api.cv:
+                    while not api.events:
+                        api.cv.wait()
+                    rid, event = api.events.pop(0)
+                data = json.dumps(event).encode()
+                self.send_response(200)
+                self.send_header("Lambda-Runtime-Aws-Request-Id", rid)
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 30000))
+                self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:receiver")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                with api.cv:
+                    api.answers[self.path.split("/")[4]] = data
+                    api.cv.notify_all()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def invoke(self, event):
+        rid = str(uuid.uuid4())
+        with self.cv:
+            self.events.append((rid, event))
+            self.cv.notify_all()
+            while rid not in self.answers:
+                self.cv.wait()
+            return json.loads(self.answers.pop(rid))
+
+
+def url_event():
+    body = dict(BODY, messageId=str(uuid.uuid4()))
+    return {"version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
+            "headers": {"stigg-webhooks-secret": SECRET, "content-type": "application/json", "user-agent": "Stigg"},
+            "requestContext": {"accountId": "anonymous", "apiId": "profile", "domainName": "x.lambda-url.us-east-1.on.aws",
+                               "requestId": "r", "timeEpoch": 0,
+                               "http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1", "sourceIp": "18.119.35.43", "userAgent": "Stigg"}},
+            "body": json.dumps(body), "isBase64Encoded": False}
+
+
+def cpu_ns(pid):
+    return sum(int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0]) for t in os.listdir(f"/proc/{pid}/task"))
+
+
+def run(binary, perf_data=None):
+    """CPU per accepted event (µs) over EVENTS new events, after 30 warm-up events."""
+    session = boto3.session.Session(region_name="us-east-1")
+    ddb, sqs = session.client("dynamodb", endpoint_url=MOTO), session.client("sqs", endpoint_url=MOTO)
+    table, queue = f"profile-{uuid.uuid4().hex[:8]}", f"profile-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(TableName=table, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+    queue_url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    api = RuntimeApi()
+    env = {"PATH": os.environ["PATH"], "AWS_LAMBDA_RUNTIME_API": api.address, "AWS_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": MOTO,
+           "STIGG_WEBHOOK_SECRET": SECRET, "IDEMPOTENCY_TABLE": table, "EVENTS_QUEUE_URL": queue_url,
+           "AWS_LAMBDA_FUNCTION_NAME": "receiver", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+           "AWS_LAMBDA_FUNCTION_VERSION": "1", "AWS_LAMBDA_LOG_FORMAT": "json"}
+    function = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    perf = None
+    try:
+        for _ in range(30):
+            api.invoke(url_event())
+        if perf_data:
+            perf = subprocess.Popen(["perf", "record", "-q", "-F", "10000", "-p", str(function.pid), "-o", perf_data],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+        before = cpu_ns(function.pid)
+        for _ in range(EVENTS):
+            status = api.invoke(url_event()).get("statusCode")
+            assert status in (200, 202), f"{binary} answered {status}"
+        return (cpu_ns(function.pid) - before) / EVENTS / 1e3
+    finally:
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
+        function.kill()
+        function.wait()
+        api.server.shutdown()
+
+
+def categories(perf_data):
+    out = subprocess.run(["perf", "script", "-i", perf_data, "-F", "ip,sym,dso"], capture_output=True, text=True, check=True).stdout
+    counts, total = collections.Counter(), 0
+    for line in out.splitlines():
+        m = re.match(r"\s*[0-9a-f]+ (.*) \((.*)\)$", line)
+        if not m:
+            continue
+        total += 1
+        for name, matches in CATEGORIES:
+            if matches(m.group(1), m.group(2)):
+                counts[name] += 1
+                break
+    return {name: n / total for name, n in counts.items()}
+
+
+def main():
+    os.makedirs(os.path.join(ROOT, "target/profile"), exist_ok=True)
+    cpu, share = {}, {}
+    for who, binary in (("ours", RECEIVER), ("floor", FLOOR)):
+        cpu[who] = run(binary)
+        data = os.path.join(ROOT, f"target/profile/{who}.perf.data")
+        sampled = run(binary, data)
+        share[who] = {name: fraction * sampled for name, fraction in categories(data).items()}
+        print(f"{who}: {cpu[who]:.0f} µs per accepted event unperturbed, {sampled:.0f} under perf", file=sys.stderr)
+    extra = sum(share["ours"].values()) - sum(share["floor"].values())
+    scale = (cpu["ours"] - cpu["floor"]) / extra if extra > 0 else 1.0
+    lines = [f"CPU per accepted event, one full core, {EVENTS} events: ours {cpu['ours']:.0f} µs, "
+             f"SDK-only function {cpu['floor']:.0f} µs ({cpu['ours'] / cpu['floor']:.2f}×).", "",
+             "| where the difference goes | µs per event |", "|---|---|"]
+    for name, _ in CATEGORIES:
+        lines.append(f"| {name} | {(share['ours'].get(name, 0) - share['floor'].get(name, 0)) * scale:+.0f} |")
+    lines.append(f"| **total** | {cpu['ours'] - cpu['floor']:+.0f} |")
+    report = "\n".join(lines) + "\n"
+    open(os.path.join(ROOT, "target/profile/vs-floor.md"), "w").write(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
