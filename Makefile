@@ -117,8 +117,10 @@ profile: tools-test ## Instruction counts (callgrind) of both functions under th
 	scripts/profile.sh
 
 profile-floor: tools-test ## Where the receiver's CPU above the SDK-only function (examples/sdk-floor.rs) goes, from perf samples: target/profile/vs-floor.md
-	@command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
-	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --bin receiver --example sdk-floor
+	@command -v perf >/dev/null || { echo "perf is not installed (Debian: apt-get install linux-perf)" >&2; exit 1; }
+	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --bin receiver
+	# Its own build, as in make bench: an example pulls in the dev-dependencies' features.
+	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --example sdk-floor
 	scripts/with-moto.sh $(VENV)/bin/python scripts/profile-floor.py target/profile/release/receiver target/profile/release/examples/sdk-floor
 
 build: tools-local ## Release build of both functions for Lambda (arm64)

@@ -2,7 +2,7 @@
 goes, per accepted event. Both binaries serve the same function-URL events from a stand-in
 Runtime API against moto (AWS_ENDPOINT_URL, from scripts/with-moto.sh): first unperturbed, for
 the CPU per event (schedstat), then under `perf record` (sampled, no call graph), whose samples
-are sorted into the categories below and scaled to the unperturbed difference.
+are sorted into the categories below, each binary's split applied to its own unperturbed CPU.
 
 Usage: profile-floor.py RECEIVER FLOOR [EVENTS]. Writes target/profile/vs-floor.md.
 Needs perf (linux-perf) and root or perf_event_paranoid <= 1; uncapped, so the absolute figures
@@ -13,22 +13,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 
 RECEIVER, FLOOR = sys.argv[1], sys.argv[2]
-EVENTS = int(sys.argv[3]) if len(sys.argv) > 3 else 600
+EVENTS = max(1, int(sys.argv[3])) if len(sys.argv) > 3 else 600
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "target/profile")
+LOG = os.path.join(OUT, "profile-floor.log")
 MOTO = os.environ["AWS_ENDPOINT_URL"]
 SECRET = "whsec_profile_secret_1234567890abcdef"
 BODY = json.load(open(os.path.join(ROOT, "events/stigg/subscription.created.json")))
 
 # First match wins: a sample's function name (and library) decides its category.
 CATEGORIES = [
-    ("malloc, free, memcpy (glibc)", lambda s, d: "libc" in d),
+    ("malloc, free, memcpy (glibc)", lambda s, d: re.search(r"/libc\.so|/libc-", d)),
     ("kernel: syscalls (the log line's write among them), scheduling", lambda s, d: d.startswith("[kernel")),
     ("tracing: lambda_runtime's per-invocation span (its fields formatted by the JSON layer), enter/exit per poll",
      lambda s, d: re.search(r"^<?(tracing|tracing_subscriber|tracing_core|thread_local|sharded_slab)::|Instrumented", s)),
     ("serde_json: the function-URL event, the payload, the log line, the response", lambda s, d: "serde_json" in s),
     ("lambda_runtime, lambda_http: the event to an http::Request and back", lambda s, d: re.search(r"lambda_runtime|lambda_http|aws_lambda_events", s)),
-    ("ours: handler, secret check, payload checks, SHA-256 fingerprint, log line (inlined into main)",
-     lambda s, d: re.search(r"stigg_webhooks|receiver::main|sha2|subtle", s)),
+    ("SHA-256 (SigV4 signs in both; ours also fingerprints the payload)", lambda s, d: re.search(r"sha2::", s)),
+    ("ours: handler, secret check, payload checks, log line (inlined into main)",
+     lambda s, d: re.search(r"stigg_webhooks|receiver::main|subtle", s)),
     ("AWS SDK: orchestrator, SigV4, (de)serializers (the claim's UpdateItem, the queue attributes)", lambda s, d: re.search(r"aws_|sigv4", s)),
     ("HTTP: hyper, http, hyper_util, httparse, url", lambda s, d: re.search(r"hyper|^<?http::|httparse|^<?url::|http_body", s)),
     ("Rust runtime: alloc, core, std, hashbrown, tokio, futures (callers not sampled)", lambda s, d: True),
@@ -75,13 +78,16 @@ class RuntimeApi:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
 
-    def invoke(self, event):
-        rid = str(uuid.uuid4())
+    def invoke(self, event, function):
+        """The function's answer; fails if it exits or takes over 30 s (an init error, a crash)."""
+        rid, deadline = str(uuid.uuid4()), time.monotonic() + 30
         with self.cv:
             self.events.append((rid, event))
             self.cv.notify_all()
             while rid not in self.answers:
-                self.cv.wait()
+                if function.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{function.args[0]} did not answer (exit {function.poll()}); see {LOG}")
+                self.cv.wait(0.5)
             return json.loads(self.answers.pop(rid))
 
 
@@ -113,18 +119,23 @@ def run(binary, perf_data=None):
            "STIGG_WEBHOOK_SECRET": SECRET, "IDEMPOTENCY_TABLE": table, "EVENTS_QUEUE_URL": queue_url,
            "AWS_LAMBDA_FUNCTION_NAME": "receiver", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
            "AWS_LAMBDA_FUNCTION_VERSION": "1", "AWS_LAMBDA_LOG_FORMAT": "json"}
-    function = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(LOG, "ab")
+    function = subprocess.Popen([binary], env=env, stdout=log, stderr=log)
     perf = None
     try:
         for _ in range(30):
-            api.invoke(url_event())
+            api.invoke(url_event(), function)
         if perf_data:
+            if os.path.exists(perf_data):
+                os.remove(perf_data)
             perf = subprocess.Popen(["perf", "record", "-q", "-F", "10000", "-p", str(function.pid), "-o", perf_data],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    stdout=log, stderr=log)
             time.sleep(1.0)
+            if perf.poll() is not None:
+                raise SystemExit(f"perf record exited ({perf.returncode}); see {LOG}")
         before = cpu_ns(function.pid)
         for _ in range(EVENTS):
-            status = api.invoke(url_event()).get("statusCode")
+            status = api.invoke(url_event(), function).get("statusCode")
             assert status in (200, 202), f"{binary} answered {status}"
         return (cpu_ns(function.pid) - before) / EVENTS / 1e3
     finally:
@@ -134,6 +145,8 @@ def run(binary, perf_data=None):
         function.kill()
         function.wait()
         api.server.shutdown()
+        api.server.server_close()
+        log.close()
 
 
 def categories(perf_data):
@@ -148,28 +161,35 @@ def categories(perf_data):
             if matches(m.group(1), m.group(2)):
                 counts[name] += 1
                 break
+    if total == 0:
+        raise SystemExit(f"no samples in {perf_data}; see {LOG}")
     return {name: n / total for name, n in counts.items()}
 
 
 def main():
-    os.makedirs(os.path.join(ROOT, "target/profile"), exist_ok=True)
+    os.makedirs(OUT, exist_ok=True)
+    open(LOG, "wb").close()
+    # Kernel samples need root or perf_event_paranoid <= 1; without them the kernel's share would
+    # land in the user-space categories.
+    paranoid = int(open("/proc/sys/kernel/perf_event_paranoid").read())
+    if os.geteuid() != 0 and paranoid > 1:
+        raise SystemExit(f"perf_event_paranoid is {paranoid}: run as root, or set it to 1")
     cpu, share = {}, {}
     for who, binary in (("ours", RECEIVER), ("floor", FLOOR)):
         cpu[who] = run(binary)
-        data = os.path.join(ROOT, f"target/profile/{who}.perf.data")
+        data = os.path.join(OUT, f"{who}.perf.data")
         sampled = run(binary, data)
-        share[who] = {name: fraction * sampled for name, fraction in categories(data).items()}
+        # Each binary's own unperturbed CPU, split by its samples: the rows then add up exactly.
+        share[who] = {name: fraction * cpu[who] for name, fraction in categories(data).items()}
         print(f"{who}: {cpu[who]:.0f} µs per accepted event unperturbed, {sampled:.0f} under perf", file=sys.stderr)
-    extra = sum(share["ours"].values()) - sum(share["floor"].values())
-    scale = (cpu["ours"] - cpu["floor"]) / extra if extra > 0 else 1.0
     lines = [f"CPU per accepted event, one full core, {EVENTS} events: ours {cpu['ours']:.0f} µs, "
              f"SDK-only function {cpu['floor']:.0f} µs ({cpu['ours'] / cpu['floor']:.2f}×).", "",
              "| where the difference goes | µs per event |", "|---|---|"]
     for name, _ in CATEGORIES:
-        lines.append(f"| {name} | {(share['ours'].get(name, 0) - share['floor'].get(name, 0)) * scale:+.0f} |")
+        lines.append(f"| {name} | {share['ours'].get(name, 0) - share['floor'].get(name, 0):+.0f} |")
     lines.append(f"| **total** | {cpu['ours'] - cpu['floor']:+.0f} |")
     report = "\n".join(lines) + "\n"
-    open(os.path.join(ROOT, "target/profile/vs-floor.md"), "w").write(report)
+    open(os.path.join(OUT, "vs-floor.md"), "w").write(report)
     print(report)
 
 

@@ -304,22 +304,24 @@ impl WebhookPayload {
     /// The key and type of a body too large to accept, read without building its tree (a
     /// 6 MB body parsed into a `Value` would take tens of MB of a 128 MB function): for the log
     /// line that lets an operator ask Stigg for the event. `None` when the body is not a flat
-    /// object with a string `type`.
+    /// object with a string `type`. Ids that are not strings are skipped, never built, as every
+    /// other field is.
     pub fn identify(raw: &[u8]) -> Option<(IdempotencyKey, String)> {
         #[derive(serde::Deserialize)]
         struct Envelope {
             #[serde(rename = "type")]
             event_type: String,
             #[serde(rename = "messageId", default)]
-            message_id: Option<Value>,
+            message_id: IdField,
             #[serde(rename = "eventId", default)]
-            event_id: Option<Value>,
+            event_id: IdField,
+        }
+        // serde's derived struct also reads an array by position.
+        if raw.trim_ascii_start().first() != Some(&b'{') {
+            return None;
         }
         let envelope: Envelope = serde_json::from_slice(raw).ok()?;
-        let id = [envelope.message_id, envelope.event_id].into_iter().flatten().find_map(|v| match v {
-            Value::String(s) if !s.is_empty() => Some(s),
-            _ => None,
-        });
+        let id = [envelope.message_id.0, envelope.event_id.0].into_iter().flatten().find(|s| !s.is_empty());
         let key = match id {
             Some(id) => IdempotencyKey::parse(&id).ok()?,
             None => IdempotencyKey::from_body(raw),
@@ -391,6 +393,51 @@ impl WebhookPayload {
     }
 }
 
+/// An id field as [`WebhookPayload::identify`] reads it: a string, or nothing. Any other value
+/// (a 6 MB array included) is skipped as it is read, never built.
+#[derive(Default)]
+struct IdField(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for IdField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct StringOrSkip;
+        impl<'de> Visitor<'de> for StringOrSkip {
+            type Value = IdField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<IdField, E> {
+                Ok(IdField(Some(v.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IdField, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(IdField(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IdField, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(IdField(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<IdField, E> {
+                Ok(IdField(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<IdField, E> {
+                Ok(IdField(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<IdField, E> {
+                Ok(IdField(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<IdField, E> {
+                Ok(IdField(None))
+            }
+            fn visit_unit<E>(self) -> Result<IdField, E> {
+                Ok(IdField(None))
+            }
+        }
+        deserializer.deserialize_any(StringOrSkip)
+    }
+}
+
 impl EventFamily {
     /// The FIFO group of this family's events that concern no customer or entity.
     fn group_name(self) -> Option<&'static str> {
@@ -422,6 +469,8 @@ mod tests {
             r#"{"type":"entitlements.updated","messageId":"m-1","entitlements":[{"a":1}]}"#,
             r#"{"type":"x","messageId":"","eventId":"e-2"}"#,
             r#"{"type":"x","messageId":null,"big":[1,2,3]}"#,
+            r#"{"type":"x","messageId":[[1],{"a":[2]}],"eventId":"e-3"}"#,
+            r#"{"type":"x","messageId":{"id":"m"},"eventId":7}"#,
         ] {
             let parsed = parse(raw).unwrap();
             let (key, event_type) = WebhookPayload::identify(raw.as_bytes()).unwrap();
@@ -430,6 +479,7 @@ mod tests {
         }
         assert!(WebhookPayload::identify(br#"{"messageId":"m"}"#).is_none());
         assert!(WebhookPayload::identify(b"[1]").is_none());
+        assert!(WebhookPayload::identify(br#" ["subscription.created","m-1"]"#).is_none());
     }
 
     #[test]
