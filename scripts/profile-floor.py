@@ -32,7 +32,7 @@ CATEGORIES = [
     ("SHA-256 (SigV4 signs in both; ours also fingerprints the payload)", lambda s, d: re.search(r"sha2::", s)),
     ("ours: handler, secret check, payload checks, log line (inlined into main)",
      lambda s, d: re.search(r"stigg_webhooks|receiver::main|subtle", s)),
-    ("AWS SDK: orchestrator, SigV4, (de)serializers (the claim's UpdateItem, the queue attributes)", lambda s, d: re.search(r"aws_|sigv4", s)),
+    ("AWS SDK: orchestrator, SigV4, (de)serializers (the queue attributes)", lambda s, d: re.search(r"aws_|sigv4", s)),
     ("HTTP: hyper, http, hyper_util, httparse, url", lambda s, d: re.search(r"hyper|^<?http::|httparse|^<?url::|http_body", s)),
     ("Rust runtime: alloc, core, std, hashbrown, tokio, futures (callers not sampled)", lambda s, d: True),
 ]

@@ -2,9 +2,11 @@
 //! whose work completed is remembered for the TTL.
 //!
 //! ```text
-//! claim     UpdateItem SET status = IN_PROGRESS, token, lease_expires_at = invocation deadline
+//! claim     PutItem (receiver) or UpdateItem SET (processor) status = IN_PROGRESS, token,
+//!           lease_expires_at = invocation deadline
 //!           if  absent  OR  expired (TTL passed, not yet swept)  OR  (IN_PROGRESS AND lease passed)
-//!           on success ALL_OLD carries the handlers an earlier attempt recorded as done;
+//!           on success ALL_OLD carries the handlers an earlier attempt recorded as done
+//!           (the processor's UpdateItem; the receiver records none);
 //!           on condition failure ALL_OLD tells COMPLETED (duplicate) from IN_PROGRESS (in flight)
 //!           without a second read
 //! complete  UpdateItem status = COMPLETED, expires_at = now + TTL     if token = ours
@@ -12,9 +14,11 @@
 //!           or, when some handlers succeeded and others did not:
 //!           UpdateItem SET done_handlers, lease_expires_at = 0       if token = ours
 //! ```
-//! The claim is an UpdateItem, not a PutItem, so that it leaves `done_handlers` in place: if
-//! this attempt dies too, the next one still knows which handlers need not run again. Both
-//! consume the same write units (the larger of the item before and after).
+//! The processor's claim is an UpdateItem, not a PutItem, so that it leaves `done_handlers` in
+//! place: if this attempt dies too, the next one still knows which handlers need not run again.
+//! The receiver records no handler progress, so its claim is a PutItem of the whole record, the
+//! way Powertools' idempotency utility writes it: a smaller request, the same condition and
+//! answers. Both consume the same write units (the larger of the item before and after).
 //! A crashed attempt leaves an IN_PROGRESS record whose lease ends at its invocation's deadline:
 //! after that, a retry takes the claim over.
 //!
@@ -33,6 +37,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use crate::config::TableName;
@@ -148,6 +154,29 @@ fn epoch_millis(t: SystemTime) -> u128 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()
 }
 
+/// A key is claimable when no record holds it, its record has expired (TTL passed, not yet
+/// swept), or its claim's lease has passed.
+const CLAIMABLE: &str = "attribute_not_exists(#pk) OR #exp <= :now_s OR (#status = :in_progress AND #lease <= :now_ms)";
+
+/// The IN_PROGRESS record a claim writes.
+struct Record<'a> {
+    pk: &'a str,
+    token: &'a str,
+    now_s: u128,
+    now_ms: u128,
+    lease_ms: u128,
+    expires_s: u128,
+    payload_sha256: &'a str,
+}
+
+/// What a claim's conditional write did.
+enum ClaimWrite {
+    /// Applied: the record it replaced, where the write asked for it.
+    Applied { old: Option<HashMap<String, AttributeValue>> },
+    /// Refused by the condition: the record that refused it, when the service returned it.
+    Refused { old: Option<HashMap<String, AttributeValue>> },
+}
+
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
@@ -192,36 +221,23 @@ impl IdempotencyStore {
         let now = SystemTime::now();
         let now_ms = epoch_millis(now);
         let now_s = now_ms / 1000;
-        let result = self
-            .client
-            .update_item()
-            .table_name(self.table.as_str())
-            .key("pk", s(&pk))
-            .update_expression("SET #status = :in_progress, #token = :token, #lease = :lease, #exp = :exp, #sha = :sha")
-            .condition_expression(
-                "attribute_not_exists(#pk) OR #exp <= :now_s OR (#status = :in_progress AND #lease <= :now_ms)",
-            )
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#exp", "expires_at")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#lease", "lease_expires_at")
-            .expression_attribute_names("#token", "token")
-            .expression_attribute_names("#sha", "payload_sha256")
-            .expression_attribute_values(":now_s", n(now_s))
-            .expression_attribute_values(":now_ms", n(now_ms))
-            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
-            .expression_attribute_values(":token", s(&token))
-            .expression_attribute_values(":lease", n(epoch_millis(lease_until)))
+        let record = Record {
+            pk: &pk,
+            token: &token,
+            now_s,
+            now_ms,
+            lease_ms: epoch_millis(lease_until),
             // An abandoned claim is swept by TTL like a completed one.
-            .expression_attribute_values(":exp", n(now_s + u128::from(self.ttl.as_secs())))
-            .expression_attribute_values(":sha", s(payload_sha256))
-            .return_values(ReturnValue::AllOld)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let err = match result {
-            Ok(out) => {
-                let old = out.attributes.as_ref();
+            expires_s: now_s + u128::from(self.ttl.as_secs()),
+            payload_sha256,
+        };
+        let write = match self.scope {
+            ClaimScope::Receiver => self.put_claim(&record).await?,
+            ClaimScope::Processor => self.update_claim(&record).await?,
+        };
+        let old = match write {
+            ClaimWrite::Applied { old } => {
+                let old = old.as_ref();
                 if old.is_some_and(|o| o.contains_key(DONE_HANDLERS)) && done_handlers(old, now_s).is_empty() {
                     // The record had expired (its key forgotten) but not yet been swept: its
                     // progress belongs to that earlier life. Rare, so the extra write is here only.
@@ -230,20 +246,9 @@ impl IdempotencyStore {
                 let done = done_handlers(old, now_s);
                 return Ok(ClaimOutcome::Claimed(Claim { pk, token, done }));
             }
-            Err(err) => err,
-        };
-        let is_condition_failure = err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception());
-        if !is_condition_failure {
-            return Err(StoreError::dynamo("UpdateItem", err));
-        }
-        let old = match err.into_service_error() {
-            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(e) => e.item,
-            _ => None,
-        };
-        let old = match old {
-            Some(item) => Some(item),
+            ClaimWrite::Refused { old: Some(item) } => Some(item),
             // DynamoDB always returns ALL_OLD; an emulator that does not gets one consistent read.
-            None => self.read(&pk).await?,
+            ClaimWrite::Refused { old: None } => self.read(&pk).await?,
         };
         if old.as_ref().and_then(|item| item.get("token")).and_then(|v| v.as_s().ok()) == Some(&token) {
             // Our own write, applied on an attempt whose answer was lost, then retried by the SDK.
@@ -252,6 +257,84 @@ impl IdempotencyStore {
             return Ok(ClaimOutcome::Claimed(Claim { pk, token, done }));
         }
         Ok(classify(old.as_ref(), payload_sha256))
+    }
+
+    /// The receiver's claim: a PutItem of the whole record, as Powertools' idempotency utility
+    /// writes it. The receiver records no handler progress, so an old record has nothing to
+    /// keep, and the request carries the record once instead of an expression and its values.
+    async fn put_claim(&self, r: &Record<'_>) -> Result<ClaimWrite, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(self.table.as_str())
+            .item("pk", s(r.pk))
+            .item("status", s(STATUS_IN_PROGRESS))
+            .item("token", s(r.token))
+            .item("lease_expires_at", n(r.lease_ms))
+            .item("expires_at", n(r.expires_s))
+            .item("payload_sha256", s(r.payload_sha256))
+            .condition_expression(CLAIMABLE)
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#lease", "lease_expires_at")
+            .expression_attribute_values(":now_s", n(r.now_s))
+            .expression_attribute_values(":now_ms", n(r.now_ms))
+            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ClaimWrite::Applied { old: None }),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                let old = match e.into_service_error() {
+                    PutItemError::ConditionalCheckFailedException(e) => e.item,
+                    _ => None,
+                };
+                Ok(ClaimWrite::Refused { old })
+            }
+            Err(e) => Err(StoreError::dynamo("PutItem", e)),
+        }
+    }
+
+    /// The processor's claim: an UpdateItem, so that the `done_handlers` an earlier attempt
+    /// recorded stay in place and come back in ALL_OLD.
+    async fn update_claim(&self, r: &Record<'_>) -> Result<ClaimWrite, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table.as_str())
+            .key("pk", s(r.pk))
+            .update_expression("SET #status = :in_progress, #token = :token, #lease = :lease, #exp = :exp, #sha = :sha")
+            .condition_expression(CLAIMABLE)
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#lease", "lease_expires_at")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_names("#sha", "payload_sha256")
+            .expression_attribute_values(":now_s", n(r.now_s))
+            .expression_attribute_values(":now_ms", n(r.now_ms))
+            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .expression_attribute_values(":token", s(r.token))
+            .expression_attribute_values(":lease", n(r.lease_ms))
+            .expression_attribute_values(":exp", n(r.expires_s))
+            .expression_attribute_values(":sha", s(r.payload_sha256))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(ClaimWrite::Applied { old: out.attributes }),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                let old = match e.into_service_error() {
+                    UpdateItemError::ConditionalCheckFailedException(e) => e.item,
+                    _ => None,
+                };
+                Ok(ClaimWrite::Refused { old })
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
+        }
     }
 
     async fn read(&self, pk: &str) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
@@ -404,25 +487,24 @@ fn classify(old: Option<&HashMap<String, AttributeValue>>, payload_sha256: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
+    use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
     use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     fn store(client: Client) -> IdempotencyStore {
-        IdempotencyStore::new(
-            client,
-            TableName::parse("t-test").unwrap(),
-            Duration::from_secs(60),
-            ClaimScope::Receiver,
-        )
+        scoped(client, ClaimScope::Receiver)
+    }
+
+    fn scoped(client: Client, scope: ClaimScope) -> IdempotencyStore {
+        IdempotencyStore::new(client, TableName::parse("t-test").unwrap(), Duration::from_secs(60), scope)
     }
 
     fn key() -> IdempotencyKey {
         IdempotencyKey::parse("msg-1").unwrap()
     }
 
-    fn failed_with(status: &'static str, hash: &'static str) -> UpdateItemError {
-        UpdateItemError::ConditionalCheckFailedException(
+    fn failed_with(status: &'static str, hash: &'static str) -> PutItemError {
+        PutItemError::ConditionalCheckFailedException(
             ConditionalCheckFailedException::builder()
                 .item("pk", s("msg-1"))
                 .item("status", s(status))
@@ -433,7 +515,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_duplicate_is_recognised_from_the_failed_write_alone() {
-        let put = mock!(Client::update_item).then_error(|| failed_with(STATUS_COMPLETED, "h1"));
+        let put = mock!(Client::put_item).then_error(|| failed_with(STATUS_COMPLETED, "h1"));
         let get = mock!(Client::get_item)
             .then_output(|| aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder().build());
         let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&put, &get]);
@@ -445,7 +527,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reused_key_with_other_bytes_is_flagged() {
-        let put = mock!(Client::update_item).then_error(|| failed_with(STATUS_COMPLETED, "h1"));
+        let put = mock!(Client::put_item).then_error(|| failed_with(STATUS_COMPLETED, "h1"));
         let client = mock_client!(aws_sdk_dynamodb, [&put]);
         let outcome = store(client).claim(&key(), "h2", SystemTime::now()).await.unwrap();
         assert!(matches!(outcome, ClaimOutcome::Completed { same_payload: false }));
@@ -453,7 +535,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_live_claim_is_in_flight() {
-        let put = mock!(Client::update_item).then_error(|| failed_with(STATUS_IN_PROGRESS, "h1"));
+        let put = mock!(Client::put_item).then_error(|| failed_with(STATUS_IN_PROGRESS, "h1"));
         let client = mock_client!(aws_sdk_dynamodb, [&put]);
         let outcome = store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap();
         assert!(matches!(outcome, ClaimOutcome::InFlight));
@@ -461,7 +543,7 @@ mod tests {
 
     #[tokio::test]
     async fn throttling_surfaces_as_a_retryable_store_error() {
-        let put = mock!(Client::update_item)
+        let put = mock!(Client::put_item)
             .sequence()
             .http_status(
                 400,
@@ -475,13 +557,12 @@ mod tests {
             .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3)));
         let err = store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap_err();
         assert!(err.is_retryable());
-        assert!(err.to_string().contains("UpdateItem"), "{err}");
+        assert!(err.to_string().contains("PutItem"), "{err}");
         assert_eq!(put.num_calls(), 3, "the SDK retries throttling within its budget");
     }
 
     #[tokio::test]
     async fn complete_on_a_claim_taken_over_reports_it_lost() {
-        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
         let upd = mock!(Client::update_item).then_error(|| {
             UpdateItemError::ConditionalCheckFailedException(ConditionalCheckFailedException::builder().build())
         });
@@ -507,28 +588,16 @@ mod tests {
     async fn an_sdk_retry_of_our_own_applied_claim_is_our_claim_not_someone_elses() {
         use std::sync::{Arc, Mutex};
         let written: Arc<Mutex<Option<String>>> = Arc::default();
-        let seen = written.clone();
-        let replay = written.clone();
-        let put = mock!(Client::update_item)
+        let (seen, replay) = (written.clone(), written.clone());
+        let put = mock!(Client::put_item)
             .match_requests(move |input| {
-                *seen.lock().unwrap() = input
-                    .expression_attribute_values()
-                    .and_then(|v| v.get(":token"))
-                    .and_then(|v| v.as_s().ok())
-                    .cloned();
+                *seen.lock().unwrap() = input.item().and_then(|v| v.get("token")).and_then(|v| v.as_s().ok()).cloned();
                 true
             })
             .sequence()
             .http_status(500, None)
             .error(move || {
-                let token = replay.lock().unwrap().clone().expect("the first attempt carried a token");
-                UpdateItemError::ConditionalCheckFailedException(
-                    ConditionalCheckFailedException::builder()
-                        .item("pk", s("accepted#msg-1"))
-                        .item("status", s(STATUS_IN_PROGRESS))
-                        .item("token", s(token))
-                        .build(),
-                )
+                PutItemError::ConditionalCheckFailedException(ours_in_progress(replay.lock().unwrap().clone()))
             })
             .build();
         let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&put], |c| c
@@ -542,9 +611,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_sdk_retry_of_our_own_applied_processor_claim_is_ours_too() {
+        use std::sync::{Arc, Mutex};
+        let written: Arc<Mutex<Option<String>>> = Arc::default();
+        let (seen, replay) = (written.clone(), written.clone());
+        let upd = mock!(Client::update_item)
+            .match_requests(move |input| {
+                *seen.lock().unwrap() = input
+                    .expression_attribute_values()
+                    .and_then(|v| v.get(":token"))
+                    .and_then(|v| v.as_s().ok())
+                    .cloned();
+                true
+            })
+            .sequence()
+            .http_status(500, None)
+            .error(move || {
+                UpdateItemError::ConditionalCheckFailedException(ours_in_progress(replay.lock().unwrap().clone()))
+            })
+            .build();
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&upd], |c| c
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3)));
+        let outcome = scoped(client, ClaimScope::Processor).claim(&key(), "h1", SystemTime::now()).await.unwrap();
+        let ClaimOutcome::Claimed(claim) = outcome else {
+            panic!("our own claim was taken for another's: {outcome:?}")
+        };
+        assert_eq!(Some(claim.token().to_owned()), *written.lock().unwrap());
+        assert_eq!(upd.num_calls(), 2, "the first attempt and the SDK's retry");
+    }
+
+    fn ours_in_progress(token: Option<String>) -> ConditionalCheckFailedException {
+        ConditionalCheckFailedException::builder()
+            .item("pk", s("accepted#msg-1"))
+            .item("status", s(STATUS_IN_PROGRESS))
+            .item("token", s(token.expect("the first attempt carried a token")))
+            .build()
+    }
+
+    /// The receiver writes the whole IN_PROGRESS record under the same condition as the
+    /// processor's UpdateItem, and asks for the old record only when the condition fails.
+    #[tokio::test]
+    async fn the_receivers_claim_puts_the_whole_record_under_the_claim_condition() {
+        let put = mock!(Client::put_item)
+            .match_requests(|input| {
+                let item = input.item().expect("an item");
+                let names: BTreeSet<&str> = item.keys().map(String::as_str).collect();
+                names == BTreeSet::from(["pk", "status", "token", "lease_expires_at", "expires_at", "payload_sha256"])
+                    && item["pk"].as_s().is_ok_and(|v| v == "accepted#msg-1")
+                    && item["status"].as_s().is_ok_and(|v| v == STATUS_IN_PROGRESS)
+                    && item["payload_sha256"].as_s().is_ok_and(|v| v == "h1")
+                    && input.condition_expression() == Some(CLAIMABLE)
+                    && input.return_values().is_none()
+                    && input.return_values_on_condition_check_failure()
+                        == Some(&ReturnValuesOnConditionCheckFailure::AllOld)
+            })
+            .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, [&put]);
+        let outcome = store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap();
+        let ClaimOutcome::Claimed(claim) = outcome else { panic!("claimed: {outcome:?}") };
+        assert!(claim.done().is_empty());
+        assert_eq!(put.num_calls(), 1);
+    }
+
+    #[tokio::test]
     async fn another_attempts_live_claim_is_still_in_flight() {
-        let put = mock!(Client::update_item).then_error(|| {
-            UpdateItemError::ConditionalCheckFailedException(
+        let put = mock!(Client::put_item).then_error(|| {
+            PutItemError::ConditionalCheckFailedException(
                 ConditionalCheckFailedException::builder()
                     .item("status", s(STATUS_IN_PROGRESS))
                     .item("token", s("someone-else"))
@@ -566,7 +698,8 @@ mod tests {
                 .build()
         });
         let client = mock_client!(aws_sdk_dynamodb, [&upd]);
-        let ClaimOutcome::Claimed(claim) = store(client).claim(&key(), "h1", SystemTime::now()).await.unwrap() else {
+        let store = scoped(client, ClaimScope::Processor);
+        let ClaimOutcome::Claimed(claim) = store.claim(&key(), "h1", SystemTime::now()).await.unwrap() else {
             panic!("claimed")
         };
         assert_eq!(claim.done().iter().collect::<Vec<_>>(), ["mirror"]);
