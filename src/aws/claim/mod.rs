@@ -169,6 +169,25 @@ struct Record<'a> {
     payload_sha256: &'a str,
 }
 
+impl Record<'_> {
+    /// The names [`CLAIMABLE`] uses (DynamoDB refuses a name or value no expression uses).
+    fn condition_names() -> HashMap<String, String> {
+        [("#pk", "pk"), ("#exp", "expires_at"), ("#status", "status"), ("#lease", "lease_expires_at")]
+            .into_iter()
+            .map(|(token, name)| (token.to_owned(), name.to_owned()))
+            .collect()
+    }
+
+    /// The values [`CLAIMABLE`] compares with.
+    fn condition_values(&self) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (":now_s".to_owned(), n(self.now_s)),
+            (":now_ms".to_owned(), n(self.now_ms)),
+            (":in_progress".to_owned(), s(STATUS_IN_PROGRESS)),
+        ])
+    }
+}
+
 /// What a claim's conditional write did.
 enum ClaimWrite {
     /// Applied: the record it replaced, where the write asked for it.
@@ -274,13 +293,8 @@ impl IdempotencyStore {
             .item("expires_at", n(r.expires_s))
             .item("payload_sha256", s(r.payload_sha256))
             .condition_expression(CLAIMABLE)
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#exp", "expires_at")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#lease", "lease_expires_at")
-            .expression_attribute_values(":now_s", n(r.now_s))
-            .expression_attribute_values(":now_ms", n(r.now_ms))
-            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .set_expression_attribute_names(Some(Record::condition_names()))
+            .set_expression_attribute_values(Some(r.condition_values()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -300,6 +314,14 @@ impl IdempotencyStore {
     /// The processor's claim: an UpdateItem, so that the `done_handlers` an earlier attempt
     /// recorded stay in place and come back in ALL_OLD.
     async fn update_claim(&self, r: &Record<'_>) -> Result<ClaimWrite, StoreError> {
+        let mut names = Record::condition_names();
+        names.insert("#token".into(), "token".into());
+        names.insert("#sha".into(), "payload_sha256".into());
+        let mut values = r.condition_values();
+        values.insert(":token".into(), s(r.token));
+        values.insert(":lease".into(), n(r.lease_ms));
+        values.insert(":exp".into(), n(r.expires_s));
+        values.insert(":sha".into(), s(r.payload_sha256));
         let result = self
             .client
             .update_item()
@@ -307,19 +329,8 @@ impl IdempotencyStore {
             .key("pk", s(r.pk))
             .update_expression("SET #status = :in_progress, #token = :token, #lease = :lease, #exp = :exp, #sha = :sha")
             .condition_expression(CLAIMABLE)
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#exp", "expires_at")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#lease", "lease_expires_at")
-            .expression_attribute_names("#token", "token")
-            .expression_attribute_names("#sha", "payload_sha256")
-            .expression_attribute_values(":now_s", n(r.now_s))
-            .expression_attribute_values(":now_ms", n(r.now_ms))
-            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
-            .expression_attribute_values(":token", s(r.token))
-            .expression_attribute_values(":lease", n(r.lease_ms))
-            .expression_attribute_values(":exp", n(r.expires_s))
-            .expression_attribute_values(":sha", s(r.payload_sha256))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
