@@ -217,12 +217,13 @@ pub fn model(results: &[RunResult], processor: Option<&(Phase, Phase)>, events: 
             );
             let _ = writeln!(
                 s,
-                "Our log bytes include its EMF metrics (the `Requests` metric the alarms and the dashboard read, in the same \
-                 line as the request's log fields since issue 24; the row \"of which EMF metrics\" above counts its `_aws` \
-                 block and metric-only members): the peers emit no metrics at all, so a user who \
-                 wanted theirs would add Powertools Metrics and its bytes. Lambda's own platform lines (START, END, REPORT) \
-                 are the same for every runtime and not counted. EMF metrics themselves are billed per metric per month, \
-                 not per event.\n"
+                "Our receiver writes its `Requests` metric (EMF, in the same line as the request's log fields) for every \
+                 outcome but accepted: the alarms read the refusals and failures, and the dashboard derives accepted \
+                 requests from the function URL's own metrics, so a new event's line carries no metric bytes (the row \
+                 \"of which EMF metrics\" above counts any `_aws` block and metric-only members). The peers emit no \
+                 metrics at all, so a user who wanted theirs would add Powertools Metrics and its bytes. Lambda's own \
+                 platform lines (START, END, REPORT) are the same for every runtime and not counted. EMF metrics \
+                 themselves are billed per metric per month, not per event.\n"
             );
             let _ = writeln!(
                 s,

@@ -45,6 +45,17 @@ struct Emf {
     level: &'static str,
     /// Lambda's JSON log format: a request's log line and its metrics can be one line.
     json: bool,
+    /// More than one invocation at a time in this process ([`concurrent_invocations`]).
+    concurrent: bool,
+}
+
+/// Whether Lambda runs several invocations at once in this process (Lambda Managed Instances):
+/// `AWS_LAMBDA_MAX_CONCURRENCY` above 1, read as `lambda_runtime`'s `run_concurrent` reads it.
+/// Then the invocations' lines interleave in one log stream, and only a request id joins a line
+/// to its invocation
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/lambda-managed-instances-python-runtime.html>).
+pub fn concurrent_invocations(max_concurrency: Option<&str>) -> bool {
+    max_concurrency.and_then(|v| v.parse::<u32>().ok()).is_some_and(|n| n > 1)
 }
 
 static EMF: OnceLock<Emf> = OnceLock::new();
@@ -82,7 +93,8 @@ fn install(function: &'static str, output: Output) {
             let level = emf_level(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref());
             collector.set_property("level", level);
             let json = crate::logging::json_format();
-            let _ = EMF.set(Emf { collector, output, namespace, function, level, json });
+            let concurrent = concurrent_invocations(std::env::var("AWS_LAMBDA_MAX_CONCURRENCY").ok().as_deref());
+            let _ = EMF.set(Emf { collector, output, namespace, function, level, json, concurrent });
         }
         Err(e) => tracing::warn!(error = %e, "metrics disabled"),
     }
@@ -160,6 +172,17 @@ pub enum ReceiverOutcome {
 }
 
 impl ReceiverOutcome {
+    /// Whether the request's line carries the `Requests` metric: every outcome but `accepted`.
+    /// An accepted request is a 2XX answer that is not a duplicate, which the function URL's own
+    /// metrics already count, free (`UrlRequestCount` less `Url4xxCount`, `Url5xxCount` and the
+    /// `duplicate` requests: the dashboard's math,
+    /// <https://docs.aws.amazon.com/lambda/latest/dg/urls-monitoring.html>); no alarm reads it;
+    /// and it is the one outcome of nearly every webhook, so its EMF document was 40 % of the
+    /// receiver's log bytes.
+    pub fn counted(self) -> bool {
+        self != Self::Accepted
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Accepted => "accepted",

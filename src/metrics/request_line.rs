@@ -1,24 +1,35 @@
-//! The receiver's one log line per request: the INFO line a reader searches (`webhook handled`,
-//! key, type, trace id, latency, Lambda's request id) and the EMF document the alarms and the dashboard read
-//! (`Requests` by `Function` and `Outcome`), as one JSON event.
+//! The receiver's one log line per request: the INFO line a reader searches and, for every
+//! outcome but `accepted`, the EMF document the alarms and the dashboard read (`Requests` by
+//! `Function` and `Outcome`), as one JSON event.
 //!
-//! Why one line: logs are most of a webhook's cost after DynamoDB and SQS. The same facts used to
-//! take three lines (the INFO line, and one EMF document per dimension set): 922 bytes per
-//! accepted event, now about 400 (BENCHMARKS.md). The EMF specification allows it: members that no
-//! metric directive names are kept as log fields
+//! Two shapes, by what each outcome needs:
+//! - **accepted** (nearly every webhook): `webhook accepted` with the event's key, type and trace
+//!   id. No metric: the function URL's own metrics count accepted requests, free (see
+//!   [`ReceiverOutcome::counted`]). No latency, and no request id where an instance runs one
+//!   invocation at a time (standard Lambda, this template): there the invocation's lines come
+//!   between its `platform.start` and `platform.report` lines in the log stream, which carry both
+//!   (<https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html>).
+//!   Where invocations run concurrently (Lambda Managed Instances), lines interleave and the line
+//!   carries `requestId`.
+//! - **every other outcome** (refusals, duplicates, conflicts, failures: what an alarm sends someone
+//!   to read): `webhook handled` with the same fields, plus the `Outcome`, Lambda's request id (the
+//!   join to the invocation's WARN and ERROR lines), the latency, and the metric.
+//!
+//! Why one line: logs are most of a webhook's cost after DynamoDB and SQS. The same facts once
+//! took three lines (the INFO line, and one EMF document per dimension set): 922 bytes per
+//! accepted event, then 441 as one line with the metric, now about 200 (BENCHMARKS.md: the bench's
+//! ids are shorter than 36 characters). The EMF specification
+//! allows it: members that no metric directive names are kept as log fields
 //! (<https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>),
 //! and the dimension value `Outcome` is the log's outcome field at once. `Requests` keeps its name,
 //! dimensions and (absent) unit, so the alarms read it as before.
 //!
-//! The `ReceiverLatency` metric is gone: no alarm read it, and its own directive and value were
-//! ~110 bytes of every line. The function's latency is Lambda's `Duration` metric (AWS/Lambda,
-//! free, p50/p99 on the dashboard), and each request's own is the line's `latency_ms`.
-//!
 //! The line is stamped like every EMF line (see the module above): a `level` Lambda's filter lets
 //! through and an RFC 3339 `timestamp`. Where the filter is set above INFO, the INFO fields are
-//! left out and the line is the metrics alone, so the setting still hides the per-request log.
-//! With Lambda's text log format (a terminal, `make dev`), the INFO line stays a `tracing` line
-//! and the EMF document is written alone after it.
+//! left out and the line is the metrics alone, so the setting still hides the per-request log
+//! (and an accepted request, with no metric, writes nothing). With Lambda's text log format (a
+//! terminal, `make dev`), the INFO line stays a `tracing` line and the EMF document, where there
+//! is one, is written alone after it.
 
 use serde::Serialize;
 
@@ -34,12 +45,13 @@ pub struct RequestLine<'a> {
     pub idempotency_key: Option<&'a str>,
     pub event_type: Option<&'a str>,
     pub trace_id: Option<&'a str>,
-    /// Lambda's request id: what joins this line to the invocation's REPORT line (duration,
-    /// memory, a timeout), as the span of `tracing`'s lines does.
+    /// Lambda's request id, on the lines of counted outcomes: what joins the line to the
+    /// invocation's WARN and ERROR lines (their span carries it) and its REPORT line.
     pub request_id: Option<&'a str>,
 }
 
 const MESSAGE: &str = "webhook handled";
+const ACCEPTED: &str = "webhook accepted";
 
 /// Writes `line`: one JSON event (Lambda's JSON format), or a `tracing` INFO line and an EMF
 /// document (text format), or only the INFO line where no collector is installed (tests, tools).
@@ -48,13 +60,18 @@ pub fn receiver_request(line: &RequestLine<'_>) {
         log(line);
         return;
     };
-    let with_fields = emf.json && tracing::enabled!(tracing::Level::INFO);
+    let info = tracing::enabled!(tracing::Level::INFO);
     if !emf.json {
         log(line);
     }
     let mut out = Vec::with_capacity(512);
-    let written =
-        serde_json::to_writer(&mut out, &document(line, &emf.namespace, emf.function, emf.level, with_fields));
+    let written = if line.outcome.counted() {
+        serde_json::to_writer(&mut out, &document(line, &emf.namespace, emf.function, emf.level, emf.json && info))
+    } else if emf.json && info {
+        serde_json::to_writer(&mut out, &accepted_line(line, emf.concurrent))
+    } else {
+        return;
+    };
     out.push(b'\n');
     if let Err(e) = written.map_err(std::io::Error::from).and_then(|()| (emf.output)(&out)) {
         tracing::warn!(error = %e, "metrics write failed");
@@ -62,6 +79,7 @@ pub fn receiver_request(line: &RequestLine<'_>) {
 }
 
 fn log(line: &RequestLine<'_>) {
+    let message = if line.outcome.counted() { MESSAGE } else { ACCEPTED };
     tracing::info!(
         idempotency_key = line.idempotency_key,
         event_type = line.event_type,
@@ -69,8 +87,20 @@ fn log(line: &RequestLine<'_>) {
         outcome = line.outcome.as_str(),
         status = line.status,
         latency_ms = line.latency_ms,
-        "{MESSAGE}"
+        "{message}"
     );
+}
+
+fn accepted_line<'a>(line: &RequestLine<'a>, concurrent: bool) -> AcceptedLine<'a> {
+    AcceptedLine {
+        timestamp: rfc3339(std::time::SystemTime::now()),
+        level: "INFO",
+        message: ACCEPTED,
+        idempotency_key: line.idempotency_key,
+        event_type: line.event_type,
+        trace_id: line.trace_id,
+        request_id: line.request_id.filter(|_| concurrent),
+    }
 }
 
 fn document<'a>(
@@ -105,6 +135,21 @@ fn document<'a>(
             }],
         },
     }
+}
+
+#[derive(Serialize)]
+struct AcceptedLine<'a> {
+    timestamp: String,
+    level: &'static str,
+    message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
+    #[serde(rename = "requestId", skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -202,15 +247,68 @@ mod tests {
         out
     }
 
+    fn duplicate() -> RequestLine<'static> {
+        RequestLine { outcome: ReceiverOutcome::Duplicate, status: 200, ..accepted() }
+    }
+
+    #[test]
+    fn an_accepted_request_is_one_short_line_with_the_events_ids_and_no_metric() {
+        let text = serde_json::to_string(&accepted_line(&accepted(), false)).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["message"], ACCEPTED);
+        assert_eq!(v["level"], "INFO");
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(v["idempotency_key"], "a6ce7a2e-5b37-4e4b-9a2f-0c1f3c4d5e6f");
+        assert_eq!(v["event_type"], "subscription.created");
+        assert_eq!(v["trace_id"], "549a2bd5-2c0b-4a51-8b4e-2f1e8d7c6b5a");
+        for field in ["_aws", "Requests", "Function", "Outcome", "requestId", "latency_ms"] {
+            assert!(v.get(field).is_none(), "{field} is not on the accepted line");
+        }
+        // What the line costs (CloudWatch Logs bills ingested bytes), with 36-character ids
+        // throughout: 512 bytes as one line with the metric (922 as three), 227 now.
+        assert!(text.len() <= 230, "{} bytes: {text}", text.len());
+    }
+
+    #[test]
+    fn where_invocations_run_concurrently_the_accepted_line_carries_the_request_id() {
+        let v = serde_json::to_value(accepted_line(&accepted(), true)).unwrap();
+        assert_eq!(v["requestId"], "8f507cfc-example-request-id-0123456789");
+        for (setting, concurrent) in
+            [(None, false), (Some("1"), false), (Some("0"), false), (Some("x"), false), (Some("8"), true)]
+        {
+            assert_eq!(crate::metrics::concurrent_invocations(setting), concurrent, "{setting:?}");
+        }
+    }
+
+    #[test]
+    fn every_outcome_but_accepted_is_counted() {
+        use ReceiverOutcome as O;
+        let all = [
+            O::Accepted,
+            O::Duplicate,
+            O::MethodNotAllowed,
+            O::Forbidden,
+            O::Unauthorized,
+            O::TooLarge,
+            O::Invalid,
+            O::Conflict,
+            O::DependencyFailure,
+        ];
+        let uncounted: Vec<&str> = all.iter().filter(|o| !o.counted()).map(|o| o.as_str()).collect();
+        // The dashboard derives accepted from the function URL's 2XX less the duplicates, so the
+        // duplicates must stay counted.
+        assert_eq!(uncounted, ["accepted"]);
+    }
+
     #[test]
     fn one_line_carries_the_log_fields_and_the_metric_the_alarms_read() {
-        let doc = document(&accepted(), "StiggWebhooks", "receiver", "INFO", true);
+        let doc = document(&duplicate(), "StiggWebhooks", "receiver", "INFO", true);
         let text = serde_json::to_string(&doc).unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
         let dims = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         assert_eq!(
             extracted(&v),
-            vec![("Requests".to_owned(), dims(&[("Function", "receiver"), ("Outcome", "accepted")]), Value::from(1))]
+            vec![("Requests".to_owned(), dims(&[("Function", "receiver"), ("Outcome", "duplicate")]), Value::from(1))]
         );
         assert_eq!(v["message"], MESSAGE);
         assert_eq!(v["level"], "INFO");
@@ -227,7 +325,8 @@ mod tests {
 
     #[test]
     fn above_info_the_line_is_the_metrics_alone() {
-        let v: Value = serde_json::to_value(document(&accepted(), "StiggWebhooks", "receiver", "WARN", false)).unwrap();
+        let v: Value =
+            serde_json::to_value(document(&duplicate(), "StiggWebhooks", "receiver", "WARN", false)).unwrap();
         assert_eq!(v["level"], "WARN");
         for field in ["message", "idempotency_key", "event_type", "trace_id", "requestId", "latency_ms"] {
             assert!(v.get(field).is_none(), "{field} is an INFO field");
@@ -238,7 +337,7 @@ mod tests {
     #[test]
     fn absent_fields_are_left_out_not_null() {
         let line =
-            RequestLine { idempotency_key: None, event_type: None, trace_id: None, request_id: None, ..accepted() };
+            RequestLine { idempotency_key: None, event_type: None, trace_id: None, request_id: None, ..duplicate() };
         let v: Value = serde_json::to_value(document(&line, "Ns", "receiver", "INFO", true)).unwrap();
         assert!(v.get("idempotency_key").is_none() && v.get("trace_id").is_none());
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Ns");
