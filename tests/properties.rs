@@ -219,3 +219,80 @@ proptest! {
         prop_assert_eq!(set.verify(probe.as_bytes()), secrets.contains(&probe));
     }
 }
+
+/// What the receiver and the processor make of one body: the result of each parse, reduced to
+/// what either reads (the receiver's parse builds only these fields).
+type View = Result<Vec<Option<String>>, PayloadError>;
+
+fn parsed_view(r: Result<WebhookPayload, PayloadError>) -> View {
+    r.map(|p| {
+        vec![
+            Some(p.key.to_string()),
+            Some(p.event_type.to_string()),
+            p.trace_id().map(str::to_owned),
+            p.timestamp().map(str::to_owned),
+            p.customer_id().map(str::to_owned),
+            Some(p.fifo_group_id()),
+        ]
+    })
+}
+
+fn both_parses(raw: &[u8]) -> (View, View) {
+    (parsed_view(WebhookPayload::admit(raw)), parsed_view(WebhookPayload::parse(raw)))
+}
+
+/// An object whose keys are mostly the ones the receiver's parse builds, with any values.
+fn read_heavy_object() -> impl Strategy<Value = Value> {
+    let key = prop_oneof![
+        Just("type".to_owned()),
+        Just("messageId".to_owned()),
+        Just("eventId".to_owned()),
+        Just("traceId".to_owned()),
+        Just("timestamp".to_owned()),
+        Just("id".to_owned()),
+        Just("customerId".to_owned()),
+        Just("entityId".to_owned()),
+        Just("customer".to_owned()),
+        "[a-zA-Z]{1,8}",
+    ];
+    let value = prop_oneof![
+        "customer\\.[a-z]{1,8}|[a-z_.]{1,20}".prop_map(Value::String),
+        "[ -~]{0,20}".prop_map(Value::String),
+        json_value(),
+        "[ -~]{0,12}".prop_map(|id| json!({"id": id, "name": "n"})),
+    ];
+    prop::collection::vec((key, value), 0..10).prop_map(|pairs| Value::Object(pairs.into_iter().collect()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// The receiver's parse (only the fields it reads built) accepts and refuses exactly what the
+    /// processor's full parse does, with the same key, type, trace id, customer and FIFO group.
+    #[test]
+    fn the_receivers_parse_agrees_with_the_full_parse_on_any_json(v in prop_oneof![read_heavy_object(), json_value()]) {
+        let raw = v.to_string();
+        let (admitted, parsed) = both_parses(raw.as_bytes());
+        prop_assert_eq!(admitted, parsed, "{}", raw);
+    }
+
+    /// Also on bodies that are broken JSON: cut short, or with a byte changed.
+    #[test]
+    fn the_receivers_parse_agrees_with_the_full_parse_on_broken_json(
+        v in read_heavy_object(),
+        cut in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+        byte in prop_oneof![Just(b'"'), Just(b'\\'), Just(b'{'), Just(b'}'), Just(b'['), Just(b','), Just(b':'), Just(b'e'), any::<u8>()],
+    ) {
+        let raw = v.to_string().into_bytes();
+        let (admitted, parsed) = both_parses(&raw[..cut.index(raw.len() + 1)]);
+        prop_assert_eq!(admitted, parsed);
+        let mut changed = raw.clone();
+        if !changed.is_empty() {
+            let i = at.index(changed.len());
+            changed[i] = byte;
+        }
+        let (admitted, parsed) = both_parses(&changed);
+        prop_assert_eq!(admitted, parsed, "{}", String::from_utf8_lossy(&changed));
+    }
+}

@@ -196,7 +196,7 @@ impl Checks {
             // Empty, and any kind a later lambda_http adds: no JSON object in it.
             _ => String::new(),
         };
-        let payload = WebhookPayload::parse(raw.as_bytes())?;
+        let payload = WebhookPayload::admit(raw.as_bytes())?;
         Ok(Admitted { payload, raw })
     }
 }

@@ -291,12 +291,23 @@ impl fmt::Display for EventType {
     }
 }
 
+/// serde_json has already checked UTF-8; SQS additionally refuses U+FFFE/U+FFFF, which JSON
+/// strings may carry raw. Refused here rather than failing at SendMessage forever.
+fn refuse_unsupported_characters(raw: &[u8]) -> Result<(), PayloadError> {
+    if raw.windows(3).any(|w| w == [0xEF, 0xBF, 0xBE] || w == [0xEF, 0xBF, 0xBF]) {
+        return Err(PayloadError::UnsupportedCharacters);
+    }
+    Ok(())
+}
+
 /// A payload that passed validation: a flat JSON object with a valid `type` and a key.
 /// The raw bytes are what gets queued; the parsed map is kept for the few fields we read.
 #[derive(Debug, Clone)]
 pub struct WebhookPayload {
     pub key: IdempotencyKey,
     pub event_type: EventType,
+    /// Every top-level field ([`WebhookPayload::parse`], the processor's); only those the
+    /// methods read ([`WebhookPayload::admit`], the receiver's).
     pub fields: Map<String, Value>,
 }
 
@@ -336,11 +347,7 @@ impl WebhookPayload {
         let Value::Object(fields) = value else {
             return Err(PayloadError::NotAnObject);
         };
-        // serde_json has already checked UTF-8; SQS additionally refuses U+FFFE/U+FFFF, which
-        // JSON strings may carry raw. Refuse them here rather than fail at SendMessage forever.
-        if raw.windows(3).any(|w| w == [0xEF, 0xBF, 0xBE] || w == [0xEF, 0xBF, 0xBF]) {
-            return Err(PayloadError::UnsupportedCharacters);
-        }
+        refuse_unsupported_characters(raw)?;
         Self::from_fields(fields, raw)
     }
 
@@ -455,6 +462,7 @@ impl EventFamily {
     }
 }
 
+mod admit;
 #[cfg(test)]
 mod tests;
 

@@ -201,3 +201,84 @@ fn documented_examples_parse() {
     }
     assert!(n >= 5);
 }
+
+/// Bodies where a tree and a skipping reader could part ways: the receiver's parse refuses and
+/// accepts each exactly as the full parse does.
+#[test]
+fn the_receivers_parse_agrees_with_the_full_parse_where_readers_differ() {
+    let deep = |n: usize| format!(r#"{{"type":"x","a":{}1{}}}"#, "[".repeat(n), "]".repeat(n));
+    let deep_objects = |n: usize| format!(r#"{{"type":"x","a":{}1{}}}"#, r#"{"a":"#.repeat(n), "}".repeat(n));
+    let cases: Vec<String> = [
+        r#"{"type":"x","a":"\ud800"}"#,
+        r#"{"type":"x","a":"\udc00\ud800"}"#,
+        r#"{"type":"x","a":"\ud83d\ude00"}"#,
+        r#"{"type":"x","a":"\x"}"#,
+        r#"{"type":"x","a":1e400}"#,
+        r#"{"type":"x","a":-1e400}"#,
+        r#"{"type":"x","a":123456789012345678901234567890}"#,
+        r#"{"type":"x","a":01}"#,
+        r#"{"type":"x","a":1.}"#,
+        r#"{"type":"x","type":"y","messageId":"m1","messageId":"m2"}"#,
+        r#"{"type":"x","customer":[1,{"id":"c"}],"entityId":"e"}"#,
+        r#"{"type":"customer.updated","id":"c-1","customer":{"id":"c-2"}}"#,
+        r#"{"type":"x","$serde_json::private::RawValue":"[1]"}"#,
+        r#"{"$serde_json::private::RawValue":"{\"type\":\"x\"}"}"#,
+        r#"{"$serde_json::private::RawValue":"{"}"#,
+        r#"{"type":"x","a":{"$serde_json::private::RawValue":"not json"}}"#,
+        r#"{"type":"x","a":{"$serde_json::private::RawValue":"[1]"}}"#,
+        r#"{"type":"x","a":{"b":1,"$serde_json::private::RawValue":"x"}}"#,
+        r#"{"type":"x","customer":{"$serde_json::private::RawValue":"{\"id\":\"c\"}"}}"#,
+        r#"{"type":"x","a":{"\ud800":1}}"#,
+        "{\"type\":\"x\",\"a\":{\"k\u{1}\":1}}",
+        "{\"type\":\"x\",\"a\":\"tab\tin a string\"}",
+        "{\"type\":\"x\",\"a\":\"\u{FFFF}\"}",
+        "\u{FEFF}{\"type\":\"x\"}",
+        r#"{"type":"x"} trailing"#,
+        r#"{"type":"x"}   "#,
+        r#"{"type":"x",}"#,
+        r#"{"type":"x" "a":1}"#,
+        r#"{"type":1}"#,
+        r#"{}"#,
+        r#"[]"#,
+        r#"[1,2"#,
+        r#""type""#,
+        "null",
+        "",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain([deep(126), deep(127), deep(128), deep(200), deep_objects(126), deep_objects(127), deep_objects(128)])
+    .collect();
+    let bytes: Vec<Vec<u8>> = cases
+        .iter()
+        .map(|c| c.clone().into_bytes())
+        .chain([b"{\"type\":\"x\",\"a\":\"\xff\"}".to_vec(), b"{\"type\":\"x\",\"\xc3\":1}".to_vec()])
+        .collect();
+    for raw in &bytes {
+        let admitted = WebhookPayload::admit(raw);
+        let parsed = WebhookPayload::parse(raw);
+        let shown = String::from_utf8_lossy(raw);
+        match (&admitted, &parsed) {
+            (Ok(a), Ok(p)) => {
+                assert_eq!(
+                    (&a.key, &a.event_type, a.trace_id(), a.timestamp(), a.customer_id(), a.fifo_group_id()),
+                    (&p.key, &p.event_type, p.trace_id(), p.timestamp(), p.customer_id(), p.fifo_group_id()),
+                    "{shown}"
+                );
+            }
+            (a, p) => assert_eq!(a.as_ref().err(), p.as_ref().err(), "{shown}"),
+        }
+    }
+    assert!(parse(&deep_objects(126)).is_ok() && parse(&deep_objects(128)).is_err(), "both limits exercised");
+    assert!(matches!(parse(&deep(200)), Err(PayloadError::NotJson(_))), "the nesting limit is exercised");
+    assert!(parse(&deep(126)).is_ok());
+}
+
+#[test]
+fn the_receivers_parse_builds_only_the_fields_it_reads() {
+    let raw = r#"{"type":"subscription.created","messageId":"m-1","traceId":"t","customer":{"id":"c"},"plan":{"id":"p"},"items":[1,2,3]}"#;
+    let admitted = WebhookPayload::admit(raw.as_bytes()).unwrap();
+    let mut built: Vec<&str> = admitted.fields.keys().map(String::as_str).collect();
+    built.sort_unstable();
+    assert_eq!(built, ["customer", "messageId", "traceId", "type"]);
+}
