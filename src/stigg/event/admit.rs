@@ -1,6 +1,8 @@
-//! The receiver's parse of a payload: refused or accepted exactly as the processor's full parse
+//! The receiver's reads of a payload without its whole tree: [`WebhookPayload::admit`], the parse
+//! of a body it may accept, refused or accepted exactly as the processor's full parse
 //! ([`WebhookPayload::parse`], a `serde_json::Value` tree) would refuse or accept it, but with only
-//! the top-level fields [`WebhookPayload`]'s methods read built.
+//! the top-level fields [`WebhookPayload`]'s methods read built; and
+//! [`WebhookPayload::identify`], the key and type of a body too large to accept.
 //!
 //! Why: the receiver reads six fields of a webhook and queues its bytes untouched; building the
 //! whole tree (every key and string copied, every object an index map, all of it freed again) was
@@ -22,7 +24,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::{PayloadError, WebhookPayload};
+use super::{EventType, IdempotencyKey, PayloadError, WebhookPayload};
 
 /// The top-level fields the methods of [`WebhookPayload`] read: the type, the key's sources,
 /// the trace id, the timestamp, and the customer and entity ids (the FIFO group).
@@ -45,6 +47,35 @@ impl WebhookPayload {
             // Not an object, an error, or a private key: the full parse says which, as it would.
             Ok(TopLevel(None)) | Err(_) => Self::parse(raw),
         }
+    }
+
+    /// The key and type of a body too large to accept, read without building its tree (a
+    /// 6 MB body parsed into a `Value` would take tens of MB of a 128 MB function): for the log
+    /// line that lets an operator ask Stigg for the event. `None` when the body is not a flat
+    /// object with a string `type`. Ids that are not strings are skipped, never built, as every
+    /// other field is.
+    pub fn identify(raw: &[u8]) -> Option<(IdempotencyKey, String)> {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            #[serde(rename = "type")]
+            event_type: String,
+            #[serde(rename = "messageId", default)]
+            message_id: IdField,
+            #[serde(rename = "eventId", default)]
+            event_id: IdField,
+        }
+        // serde's derived struct also reads an array by position.
+        if raw.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
+        let envelope: Envelope = serde_json::from_slice(raw).ok()?;
+        let id = [envelope.message_id.0, envelope.event_id.0].into_iter().flatten().find(|s| !s.is_empty());
+        let key = match id {
+            Some(id) => IdempotencyKey::parse(&id).ok()?,
+            None => IdempotencyKey::from_body(raw),
+        };
+        let event_type = EventType::parse(&envelope.event_type).ok()?.to_string();
+        Some((key, event_type))
     }
 }
 
@@ -171,5 +202,50 @@ impl<'de> Deserialize<'de> for Checked {
             }
         }
         deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+/// An id field as [`WebhookPayload::identify`] reads it: a string, or nothing. Any other value
+/// (a 6 MB array included) is skipped as it is read, never built.
+#[derive(Default)]
+struct IdField(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for IdField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct StringOrSkip;
+        impl<'de> Visitor<'de> for StringOrSkip {
+            type Value = IdField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<IdField, E> {
+                Ok(IdField(Some(v.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IdField, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(IdField(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IdField, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(IdField(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<IdField, E> {
+                Ok(IdField(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<IdField, E> {
+                Ok(IdField(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<IdField, E> {
+                Ok(IdField(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<IdField, E> {
+                Ok(IdField(None))
+            }
+            fn visit_unit<E>(self) -> Result<IdField, E> {
+                Ok(IdField(None))
+            }
+        }
+        deserializer.deserialize_any(StringOrSkip)
     }
 }

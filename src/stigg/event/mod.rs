@@ -312,35 +312,6 @@ pub struct WebhookPayload {
 }
 
 impl WebhookPayload {
-    /// The key and type of a body too large to accept, read without building its tree (a
-    /// 6 MB body parsed into a `Value` would take tens of MB of a 128 MB function): for the log
-    /// line that lets an operator ask Stigg for the event. `None` when the body is not a flat
-    /// object with a string `type`. Ids that are not strings are skipped, never built, as every
-    /// other field is.
-    pub fn identify(raw: &[u8]) -> Option<(IdempotencyKey, String)> {
-        #[derive(serde::Deserialize)]
-        struct Envelope {
-            #[serde(rename = "type")]
-            event_type: String,
-            #[serde(rename = "messageId", default)]
-            message_id: IdField,
-            #[serde(rename = "eventId", default)]
-            event_id: IdField,
-        }
-        // serde's derived struct also reads an array by position.
-        if raw.trim_ascii_start().first() != Some(&b'{') {
-            return None;
-        }
-        let envelope: Envelope = serde_json::from_slice(raw).ok()?;
-        let id = [envelope.message_id.0, envelope.event_id.0].into_iter().flatten().find(|s| !s.is_empty());
-        let key = match id {
-            Some(id) => IdempotencyKey::parse(&id).ok()?,
-            None => IdempotencyKey::from_body(raw),
-        };
-        let event_type = EventType::parse(&envelope.event_type).ok()?.to_string();
-        Some((key, event_type))
-    }
-
     /// Parses and validates a raw body.
     pub fn parse(raw: &[u8]) -> Result<Self, PayloadError> {
         let value: Value = serde_json::from_slice(raw).map_err(|e| PayloadError::NotJson(JsonError::new(&e)))?;
@@ -397,51 +368,6 @@ impl WebhookPayload {
             && raw.len() <= 128
             && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b.is_ascii_punctuation());
         if valid { raw.to_owned() } else { sha256_hex(raw.as_bytes()) }
-    }
-}
-
-/// An id field as [`WebhookPayload::identify`] reads it: a string, or nothing. Any other value
-/// (a 6 MB array included) is skipped as it is read, never built.
-#[derive(Default)]
-struct IdField(Option<String>);
-
-impl<'de> serde::Deserialize<'de> for IdField {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-        struct StringOrSkip;
-        impl<'de> Visitor<'de> for StringOrSkip {
-            type Value = IdField;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<IdField, E> {
-                Ok(IdField(Some(v.to_owned())))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IdField, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(IdField(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IdField, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(IdField(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<IdField, E> {
-                Ok(IdField(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<IdField, E> {
-                Ok(IdField(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<IdField, E> {
-                Ok(IdField(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<IdField, E> {
-                Ok(IdField(None))
-            }
-            fn visit_unit<E>(self) -> Result<IdField, E> {
-                Ok(IdField(None))
-            }
-        }
-        deserializer.deserialize_any(StringOrSkip)
     }
 }
 
