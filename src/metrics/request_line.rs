@@ -91,15 +91,16 @@ fn log(line: &RequestLine<'_>) {
     );
 }
 
-fn accepted_line<'a>(line: &RequestLine<'a>, concurrent: bool) -> AcceptedLine<'a> {
-    AcceptedLine {
+fn accepted_line<'a>(line: &RequestLine<'a>, concurrent: bool) -> LogFields<'a> {
+    LogFields {
         timestamp: rfc3339(std::time::SystemTime::now()),
         level: "INFO",
-        message: ACCEPTED,
+        message: Some(ACCEPTED),
         idempotency_key: line.idempotency_key,
         event_type: line.event_type,
         trace_id: line.trace_id,
         request_id: line.request_id.filter(|_| concurrent),
+        latency_ms: None,
     }
 }
 
@@ -114,15 +115,17 @@ fn document<'a>(
     let millis = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let field = |v: Option<&'a str>| v.filter(|_| with_fields);
     Document {
-        timestamp: rfc3339(now),
-        level,
-        message: with_fields.then_some(MESSAGE),
-        idempotency_key: field(line.idempotency_key),
-        event_type: field(line.event_type),
-        trace_id: field(line.trace_id),
-        request_id: field(line.request_id),
-        // Microseconds are plenty; the full f64 would be ~10 more bytes a line.
-        latency_ms: with_fields.then_some((line.latency_ms * 1000.0).round() / 1000.0),
+        fields: LogFields {
+            timestamp: rfc3339(now),
+            level,
+            message: with_fields.then_some(MESSAGE),
+            idempotency_key: field(line.idempotency_key),
+            event_type: field(line.event_type),
+            trace_id: field(line.trace_id),
+            request_id: field(line.request_id),
+            // Microseconds are plenty; the full f64 would be ~10 more bytes a line.
+            latency_ms: with_fields.then_some((line.latency_ms * 1000.0).round() / 1000.0),
+        },
         function,
         outcome: line.outcome.as_str(),
         requests: 1,
@@ -137,23 +140,10 @@ fn document<'a>(
     }
 }
 
+/// A request line's log fields: the accepted request's whole line, the first members of every
+/// other outcome's [`Document`].
 #[derive(Serialize)]
-struct AcceptedLine<'a> {
-    timestamp: String,
-    level: &'static str,
-    message: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    idempotency_key: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event_type: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trace_id: Option<&'a str>,
-    #[serde(rename = "requestId", skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Document<'a> {
+struct LogFields<'a> {
     timestamp: String,
     level: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,6 +158,12 @@ struct Document<'a> {
     request_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     latency_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    #[serde(flatten)]
+    fields: LogFields<'a>,
     #[serde(rename = "Function")]
     function: &'a str,
     #[serde(rename = "Outcome")]
