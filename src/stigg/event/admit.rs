@@ -40,12 +40,12 @@ impl WebhookPayload {
     /// top-level fields that are present, each whole.
     pub fn admit(raw: &[u8]) -> Result<Self, PayloadError> {
         match serde_json::from_slice::<TopLevel>(raw) {
-            Ok(TopLevel(Some(fields))) => {
+            Ok(TopLevel(fields)) => {
                 super::refuse_unsupported_characters(raw)?;
                 Self::from_fields(fields, raw)
             }
             // Not an object, an error, or a private key: the full parse says which, as it would.
-            Ok(TopLevel(None)) | Err(_) => Self::parse(raw),
+            Err(_) => Self::parse(raw),
         }
     }
 
@@ -79,8 +79,9 @@ impl WebhookPayload {
     }
 }
 
-/// The top-level value: an object's read fields, or `None` for anything else.
-struct TopLevel(Option<Map<String, Value>>);
+/// The top-level object's read fields. Anything but an object is an error here (the full parse
+/// then says which).
+struct TopLevel(Map<String, Value>);
 
 impl<'de> Deserialize<'de> for TopLevel {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -103,31 +104,10 @@ impl<'de> Deserialize<'de> for TopLevel {
                         }
                     }
                 }
-                Ok(TopLevel(Some(fields)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<TopLevel, A::Error> {
-                Checked::visit_seq(seq).map(|_| TopLevel(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<TopLevel, E> {
-                Ok(TopLevel(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<TopLevel, E> {
-                Ok(TopLevel(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<TopLevel, E> {
-                Ok(TopLevel(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<TopLevel, E> {
-                Ok(TopLevel(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<TopLevel, E> {
-                Ok(TopLevel(None))
-            }
-            fn visit_unit<E>(self) -> Result<TopLevel, E> {
-                Ok(TopLevel(None))
+                Ok(TopLevel(fields))
             }
         }
-        deserializer.deserialize_any(Top)
+        deserializer.deserialize_map(Top)
     }
 }
 
@@ -158,13 +138,6 @@ impl<'de> Deserialize<'de> for Key {
 /// Any JSON value, read and checked as a `Value` is, and kept nowhere.
 struct Checked;
 
-impl Checked {
-    fn visit_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Checked, A::Error> {
-        while seq.next_element::<Checked>()?.is_some() {}
-        Ok(Checked)
-    }
-}
-
 impl<'de> Deserialize<'de> for Checked {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct CheckedVisitor;
@@ -179,8 +152,9 @@ impl<'de> Deserialize<'de> for Checked {
                 }
                 Ok(Checked)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Checked, A::Error> {
-                Checked::visit_seq(seq)
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+                while seq.next_element::<Checked>()?.is_some() {}
+                Ok(Checked)
             }
             fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
                 Ok(Checked)
