@@ -165,6 +165,17 @@ struct Processor {
 }
 
 impl Processor {
+    /// Delivers the records as one batch and asserts none was reported failed, showing the
+    /// processor's WARN and ERROR lines (the cause) when one was.
+    async fn deliver_all(&self, records: &[Value]) {
+        let failed = self.deliver(records).await;
+        if !failed.is_empty() {
+            let causes: Vec<String> =
+                self.process.lines().into_iter().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+            panic!("records reported failed: {failed:?}\n{}", causes.join("\n"));
+        }
+    }
+
     /// Delivers the records as one batch; the ids the processor reported failed.
     async fn deliver(&self, records: &[Value]) -> Vec<String> {
         let wait = self.api.submit(&json!({"Records": records}));
@@ -222,7 +233,7 @@ async fn twenty_five_events_reach_the_bus_once_each_with_the_documented_envelope
     let records: Vec<Value> =
         events.iter().enumerate().map(|(i, e)| record(&e.to_string(), &format!("sqs-{i}"))).collect();
     for batch in records.chunks(10) {
-        assert!(p.deliver(batch).await.is_empty());
+        p.deliver_all(batch).await;
     }
     assert_eq!(s.proxy.requests(), [10, 10, 5], "one PutEvents per SQS batch");
 
@@ -251,7 +262,7 @@ async fn twenty_five_events_reach_the_bus_once_each_with_the_documented_envelope
 
     // SQS delivers the batch again: every record a duplicate, nothing put again.
     for batch in records.chunks(10) {
-        assert!(p.deliver(batch).await.is_empty());
+        p.deliver_all(batch).await;
     }
     assert_eq!(s.proxy.requests().len(), 3);
     assert!(s.delivered().await.is_empty());
@@ -274,7 +285,7 @@ async fn a_failed_entry_is_sent_again_alone_and_an_entry_failing_throughout_retr
     assert_eq!(s.proxy.requests(), [5, 2, 1], "then the failed entries alone");
     assert_eq!(s.done_handlers("partial-3").await, BTreeSet::from(["logging".to_owned()]), "the rest ran");
 
-    assert!(p.deliver(&records[3..4]).await.is_empty());
+    p.deliver_all(&records[3..4]).await;
     assert_eq!(s.proxy.requests().len(), 4);
     let put = s.proxy.put();
     assert_eq!(put.len(), 5);
@@ -302,7 +313,7 @@ async fn with_the_bus_down_only_the_forwarder_retries_and_the_other_handlers_ran
     assert_eq!(emf_sum(&down, "MirrorWrites", None), 4.0);
 
     s.proxy.set_down(false);
-    assert!(p.deliver(&records).await.is_empty());
+    p.deliver_all(&records).await;
     let lines = p.process.settled_lines().await;
     assert_eq!(emf_sum(&lines, "MirrorWrites", None), 4.0, "the mirror did not run again");
     assert_eq!(s.proxy.put().len(), 4);
@@ -319,7 +330,7 @@ async fn a_700_kib_event_is_forwarded_whole_and_above_the_entry_limit_it_is_redu
     // 1 MB entries (the default): two 700 KiB events cannot share a request.
     let p = s.processor(&[]).await;
     let records = [record(&big("big-1").to_string(), "sqs-1"), record(&big("big-2").to_string(), "sqs-2")];
-    assert!(p.deliver(&records).await.is_empty());
+    p.deliver_all(&records).await;
     assert_eq!(s.proxy.requests(), [1, 1]);
     let delivered = s.delivered().await;
     assert_eq!(delivered.len(), 2);
@@ -327,7 +338,7 @@ async fn a_700_kib_event_is_forwarded_whole_and_above_the_entry_limit_it_is_redu
 
     // Where entries are limited to 256 KiB: the reduced detail, counted and logged.
     let limited = s.processor(&[("EVENT_BUS_MAX_ENTRY_BYTES", "262144")]).await;
-    assert!(limited.deliver(&[record(&big("big-3").to_string(), "sqs-3")]).await.is_empty());
+    limited.deliver_all(&[record(&big("big-3").to_string(), "sqs-3")]).await;
     let delivered = s.delivered().await;
     assert_eq!(delivered.len(), 1);
     let detail = &delivered[0]["detail"];
@@ -344,7 +355,7 @@ async fn a_700_kib_event_is_forwarded_whole_and_above_the_entry_limit_it_is_redu
     // was never on the bus (the live run had it), and no redrive could change that.
     let replayed = s.replay_to_handlers(&unique("replay-reduced")).await;
     assert_eq!(replayed.len(), 3);
-    assert!(limited.deliver(&replayed).await.is_empty());
+    limited.deliver_all(&replayed).await;
     assert!(drain(&s.res.sqs, &s.dead_letters).await.is_empty());
     let lines = limited.process.settled_lines().await;
     assert_eq!(emf_sum(&lines, "ReplaySkipped", Some(("Reason", "reduced"))), 1.0);
@@ -361,7 +372,7 @@ async fn each_replay_to_the_handlers_runs_them_once_more_never_puts_again_and_ne
     events.extend(fixtures(3, "replayed"));
     let records: Vec<Value> =
         events.iter().enumerate().map(|(i, e)| record(&e.to_string(), &format!("sqs-{i}"))).collect();
-    assert!(p.deliver(&records).await.is_empty());
+    p.deliver_all(&records).await;
     assert_eq!(s.delivered().await.len(), 5);
     let puts_before = s.proxy.put();
 
@@ -382,8 +393,8 @@ async fn each_replay_to_the_handlers_runs_them_once_more_never_puts_again_and_ne
         assert_eq!(replayed.len(), 5, "every archived event came back");
         assert!(replayed.iter().all(|r| r["body"].as_str().unwrap().contains(&name)), "marked with replay-name");
         // Delivered twice, as SQS may: handlers run once per event for this replay.
-        assert!(p.deliver(&replayed).await.is_empty());
-        assert!(p.deliver(&replayed).await.is_empty());
+        p.deliver_all(&replayed).await;
+        p.deliver_all(&replayed).await;
         for e in &events {
             let key = e["messageId"].as_str().unwrap();
             let item = s.res.item(&format!("processed#replay:{name}:{key}")).await;
