@@ -10,7 +10,7 @@ DEV_ENV := .local/dev/env
 # `local-dev`: the build `make dev` made (see Cargo.toml), so the first `make send` compiles nothing.
 DEV := cargo run -q --features local-dev --example stigg-dev --
 
-.PHONY: help tools tools-test tools-local test test-unit test-faults test-ddb-local bench bench-peers bench-processors bench-mirror profile profile-floor fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
+.PHONY: help tools tools-test tools-local test test-unit test-faults test-ddb-local bench bench-peers bench-processors bench-mirror profile profile-floor profile-instructions fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -122,6 +122,12 @@ profile-floor: tools-test ## Where the receiver's CPU above the SDK-only functio
 	# Its own build, as in make bench: an example pulls in the dev-dependencies' features.
 	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --example sdk-floor
 	scripts/with-moto.sh $(VENV)/bin/python scripts/profile-floor.py target/profile/release/receiver target/profile/release/examples/sdk-floor
+
+profile-instructions: tools-test ## Instructions per accepted event (callgrind: deterministic, for A/B of two builds) of the receiver and the SDK-only function; BINS="a b" to compare other builds
+	@command -v valgrind >/dev/null || { echo "valgrind is not installed (Debian: apt-get install valgrind)" >&2; exit 1; }
+	cargo build --release --bin receiver
+	cargo build --release --example sdk-floor
+	scripts/with-moto.sh $(VENV)/bin/python scripts/profile-floor.py --instructions $(or $(BINS),target/release/examples/sdk-floor target/release/receiver)
 
 build: tools-local ## Release build of both functions for Lambda (arm64)
 	cargo lambda build --release --arm64
