@@ -123,7 +123,7 @@ profile-floor: tools-test ## Where the receiver's CPU above the SDK-only functio
 	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --example sdk-floor
 	scripts/with-moto.sh $(VENV)/bin/python scripts/profile-floor.py target/profile/release/receiver target/profile/release/examples/sdk-floor
 
-profile-instructions: tools-test ## Instructions per accepted event (callgrind: deterministic, for A/B of two builds) of the receiver and the SDK-only function; BINS="a b" to compare other builds
+profile-instructions: tools-test ## Instructions per accepted event (callgrind: repeatable, for A/B of two builds) of the receiver and the SDK-only function; BINS="a b" to compare other builds
 	@command -v valgrind >/dev/null || { echo "valgrind is not installed (Debian: apt-get install valgrind)" >&2; exit 1; }
 	cargo build --release --bin receiver
 	cargo build --release --example sdk-floor

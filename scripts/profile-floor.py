@@ -9,11 +9,11 @@ Needs perf (linux-perf) and root or perf_event_paranoid <= 1; uncapped, so the a
 are a full core's (make bench's are the reference); the split is what this adds.
 
 `profile-floor.py --instructions BINARY...` (`make profile-instructions`): instructions per
-accepted event of each binary instead, counted by callgrind (valgrind) over EVENTS events after
-the warm-up, with nothing counted before. Deterministic to about 0.1 %, where schedstat CPU on
-this VM moves by 10 % between runs: the measure for an A/B of two builds. Callgrind hides SHA-NI,
-so SHA-256 (SigV4, the payload's fingerprint) counts as the software fallback."""
-import json, os, re, shutil, signal, subprocess, sys, threading, time, uuid, collections
+accepted event of each binary instead, counted by callgrind (valgrind) over 200 events after the
+warm-up, with nothing counted before. Repeatable to about 0.5 %, where schedstat CPU on this VM
+moves by 10 % between runs: the measure for an A/B of two builds. Callgrind hides SHA-NI, so
+SHA-256 (SigV4, the payload's fingerprint) counts as the software fallback."""
+import glob, json, os, re, shutil, signal, subprocess, sys, threading, time, uuid, collections
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
@@ -93,7 +93,7 @@ class RuntimeApi:
             self.cv.notify_all()
             while rid not in self.answers:
                 if function.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"{function.args[0]} did not answer (exit {function.poll()}); see {LOG}")
+                    raise SystemExit(f"{function.args[-1]} did not answer (exit {function.poll()}); see {LOG}")
                 self.cv.wait(0.5)
             return json.loads(self.answers.pop(rid))
 
@@ -151,12 +151,13 @@ def run(binary, perf_data=None, callgrind=False):
             status = api.invoke(url_event(), function).get("statusCode")
             assert status in (200, 202), f"{binary} answered {status}"
         if callgrind:
+            # callgrind_control exits 0 even when it reached no process: the dump file is the proof.
             subprocess.run(["callgrind_control", "--dump", str(function.pid)], check=True, capture_output=True)
-            dumped = [f for f in os.listdir(OUT) if f.startswith(os.path.basename(dump))]
-            total = sum(int(line.split()[1]) for f in dumped for line in open(os.path.join(OUT, f))
-                        if line.startswith("summary:"))
-            for f in dumped:
-                os.remove(os.path.join(OUT, f))
+            dumped = os.path.join(OUT, os.path.basename(dump) + ".1")
+            total = sum(int(line.split()[1]) for line in open(dumped) if line.startswith("totals:")) \
+                if os.path.exists(dumped) else 0
+            if total == 0:
+                raise SystemExit(f"callgrind_control did not dump {binary} (pid {function.pid}); see {LOG}")
             return total / EVENTS
         return (cpu_ns(function.pid) - before) / EVENTS / 1e3
     finally:
@@ -165,6 +166,10 @@ def run(binary, perf_data=None, callgrind=False):
             perf.wait()
         function.kill()
         function.wait()
+        if callgrind:
+            # SIGKILL skips valgrind's clean-up: its gdbserver pipes and the dump files.
+            for leftover in glob.glob(f"/tmp/vgdb-pipe-*-{function.pid}-*") + glob.glob(dump + "*"):
+                os.remove(leftover)
         api.server.shutdown()
         api.server.server_close()
         log.close()
@@ -201,6 +206,8 @@ def main():
         command = sys.argv[2:]
         if not command or shutil.which("valgrind") is None:
             raise SystemExit("usage: profile-floor.py --instructions BINARY... (needs valgrind: apt-get install valgrind)")
+        if len(set(command)) != len(command):
+            raise SystemExit("each binary once: results are keyed by path")
         return instructions(command)
     # Kernel samples need root or perf_event_paranoid <= 1; without them the kernel's share would
     # land in the user-space categories.
