@@ -10,7 +10,7 @@ DEV_ENV := .local/dev/env
 # `local-dev`: the build `make dev` made (see Cargo.toml), so the first `make send` compiles nothing.
 DEV := cargo run -q --features local-dev --example stigg-dev --
 
-.PHONY: help tools tools-test tools-local test test-unit test-faults test-ddb-local bench bench-peers bench-processors bench-mirror profile profile-floor profile-instructions fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
+.PHONY: help tools tools-test tools-local test test-unit test-faults test-ddb-local bench bench-peers bench-processors bench-mirror profile profile-floor profile-instructions profile-rss fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -128,6 +128,10 @@ profile-instructions: tools-test ## Instructions per accepted event (callgrind: 
 	cargo build --release --bin receiver
 	cargo build --release --example sdk-floor
 	scripts/with-moto.sh $(VENV)/bin/python scripts/profile-floor.py --instructions $(or $(BINS),target/release/examples/sdk-floor target/release/receiver)
+
+profile-rss: ## RSS after init and init time of the release receiver (Runtime API stub, 21 interleaved cold starts, the per-mapping split); BINS="a b" compares other builds, e.g. the Go peer's benches/peers/go/bin/receiver
+	cargo build --release --bin receiver
+	python3 scripts/profile-rss.py $(or $(BINS),target/release/receiver)
 
 build: tools-local ## Release build of both functions for Lambda (arm64)
 	cargo lambda build --release --arm64

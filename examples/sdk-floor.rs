@@ -30,7 +30,7 @@ fn message_id(body: &str) -> &str {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let sdk = load_sdk_config().await?;
+    let sdk = load_sdk_config()?;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let table = std::env::var("IDEMPOTENCY_TABLE")?;

@@ -1,17 +1,18 @@
-//! The AWS adapters: [`claim`] (DynamoDB claim protocol), [`queue`] (SQS), and here the SDK
-//! set-up shared by both functions: one HTTPS client (rustls + ring), one `SdkConfig`
-//! loaded once per cold start, and bounded timeouts so a slow dependency turns into a clean 503
-//! or a retried record before Lambda's own deadline kills the invocation.
+//! The AWS adapters: [`claim`] (DynamoDB claim protocol), [`queue`] (SQS), [`sdk_config`] (the
+//! SDK configuration from Lambda's environment), and here the SDK set-up shared by the
+//! functions: one HTTPS client (rustls + ring), one `SdkConfig` built once per cold start, and
+//! bounded timeouts so a slow dependency turns into a clean 503 or a retried record before
+//! Lambda's own deadline kills the invocation.
 
 pub mod claim;
 pub mod queue;
+pub mod sdk_config;
 pub mod tls;
 
 use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
+use aws_config::SdkConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::identity::{
     IdentityFuture, ResolveCachedIdentity, SharedIdentityCache, SharedIdentityResolver,
@@ -19,7 +20,7 @@ use aws_smithy_runtime_api::client::identity::{
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, ProcessEnv};
 use crate::ingest::secrets::{FetchError, SecretFetch, SecretSet};
 
 /// The longest one attempt of an SDK call may take (see [`timeouts`]).
@@ -60,21 +61,15 @@ fn https_client(roots: tls::Roots) -> Result<aws_smithy_runtime_api::client::htt
         .build_https())
 }
 
-/// Loads the SDK configuration from the standard chain (`AWS_REGION`, credentials,
-/// `AWS_ENDPOINT_URL[_SERVICE]`).
-///
-/// Stalled-stream protection is off: it fails a transfer that stays under its minimum
-/// throughput for a grace period (20 s by default), and [`timeouts`] ends every attempt at 2 s,
-/// so it could never fire first; it only added a throughput monitor and its timers to both
-/// bodies of every request.
-pub async fn load_sdk_config() -> Result<SdkConfig, ConfigError> {
-    Ok(aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client()?)
-        .timeout_config(timeouts())
-        .stalled_stream_protection(aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled())
-        .retry_config(RetryConfig::standard().with_max_attempts(3))
-        .load()
-        .await)
+/// The SDK configuration of a Lambda function: Lambda's environment ([`sdk_config`]) with the
+/// HTTPS client of [`http_client`], the [`timeouts`] and three attempts per call. Logs a warning
+/// naming any SDK setting in the environment that it does not read.
+pub fn load_sdk_config() -> Result<SdkConfig, ConfigError> {
+    let ignored = sdk_config::ignored_settings(&ProcessEnv);
+    if !ignored.is_empty() {
+        tracing::warn!(settings = ?ignored, "these AWS SDK settings are not read by this function and have no effect");
+    }
+    sdk_config::sdk_config(&ProcessEnv, http_client()?)
 }
 
 /// The comma list of webhook secrets in an SSM SecureString parameter, read at the cold start

@@ -25,7 +25,7 @@ async fn main() -> Result<(), Error> {
     logging::init();
     metrics::init("bridge");
     let config = BridgeConfig::from_env(&ProcessEnv).map_err(init_error)?;
-    let sdk = aws::load_sdk_config().await.map_err(init_error)?;
+    let sdk = aws::load_sdk_config().map_err(init_error)?;
     let keys = aws::api_keys(&sdk, config.api_key, API_KEY_REREAD).await.map_err(init_error)?;
     let backoff = Backoff::default();
     let api = EdgeApi::new(&config.edge_api_url, EDGE_REQUEST_TIMEOUT);

@@ -24,7 +24,7 @@ async fn main() -> Result<(), Error> {
     logging::init();
     metrics::init("mirror-sync");
     let config = MirrorSyncConfig::from_env(&ProcessEnv).map_err(init_error)?;
-    let sdk = aws::load_sdk_config().await.map_err(init_error)?;
+    let sdk = aws::load_sdk_config().map_err(init_error)?;
     let keys = aws::api_keys(&sdk, config.api_key, API_KEY_REREAD).await.map_err(init_error)?;
     let keys = Arc::new(keys);
     // One client per job: the drift check gives up sooner than the backfill.

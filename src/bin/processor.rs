@@ -42,7 +42,7 @@ async fn main() -> Result<(), Error> {
     logging::init();
     metrics::init("processor");
     let config = ProcessorConfig::from_env(&ProcessEnv).map_err(init_error)?;
-    let sdk = aws::load_sdk_config().await.map_err(init_error)?;
+    let sdk = aws::load_sdk_config().map_err(init_error)?;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let mirror = config.mirror_table.map(|table| MirrorHandler::new(MirrorStore::new(dynamodb.clone(), table)));
     let replays_from = config.forwarder.as_ref().map(|c| c.source.clone());

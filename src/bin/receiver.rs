@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
     metrics::init("receiver");
     // Any configuration problem fails the cold start here, with the variable named.
     let config = ReceiverConfig::from_env(&ProcessEnv).map_err(init_error)?;
-    let sdk = aws::load_sdk_config().await.map_err(init_error)?;
+    let sdk = aws::load_sdk_config().map_err(init_error)?;
     let secrets = match config.secrets {
         SecretSource::Inline(set) => Secrets::fixed(set),
         SecretSource::Parameter { name, policy } => {

@@ -73,6 +73,7 @@ pub trait Env {
 }
 
 /// The process environment.
+#[derive(Clone, Copy, Debug)]
 pub struct ProcessEnv;
 
 impl Env for ProcessEnv {
@@ -84,6 +85,16 @@ impl Env for ProcessEnv {
 impl<const N: usize> Env for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<String> {
         self.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    }
+}
+
+/// A boolean variable: true/false (also 1/0, yes/no), any case; unset or blank is `default`.
+pub(crate) fn boolean(env: &impl Env, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match env.value(var).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if ["true", "1", "yes"].contains(&v.as_str()) => Ok(true),
+        Some(v) if ["false", "0", "no"].contains(&v.as_str()) => Ok(false),
+        Some(v) => Err(invalid(var, format!("expected true or false, got {v:?}"))),
     }
 }
 

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use crate::ingest::secrets::{RefreshPolicy, SecretSet};
 
-use super::{ConfigError, Env, QueueUrl, SourceAllowList, TableName, invalid, positive, table_from_env, ttl_from_env};
+use super::{
+    ConfigError, Env, QueueUrl, SourceAllowList, TableName, boolean, invalid, positive, table_from_env, ttl_from_env,
+};
 
 /// Where the webhook secrets come from.
 #[derive(Debug, Clone)]
@@ -71,15 +73,6 @@ fn refresh_policy(env: &impl Env) -> Result<RefreshPolicy, ConfigError> {
         return Err(invalid("SECRET_MAX_AGE_SECONDS", "must be at least SECRET_REFRESH_SECONDS"));
     }
     Ok(policy)
-}
-
-fn boolean(env: &impl Env, var: &'static str, default: bool) -> Result<bool, ConfigError> {
-    match env.value(var).map(|v| v.to_ascii_lowercase()) {
-        None => Ok(default),
-        Some(v) if ["true", "1", "yes"].contains(&v.as_str()) => Ok(true),
-        Some(v) if ["false", "0", "no"].contains(&v.as_str()) => Ok(false),
-        Some(v) => Err(invalid(var, format!("expected true or false, got {v:?}"))),
-    }
 }
 
 /// `MAX_BODY_BYTES`: unset or 0 is the most the queues carry ([`MAX_EVENT_BYTES`]); a
