@@ -3,9 +3,10 @@
 
 `profile-rss.py BINARY...` starts each binary in turn (interleaved, `RSS_COLD_STARTS` cold starts
 each, 21 by default) under a Runtime API stub on 127.0.0.1 and, at its first `GET /next`, reads
-VmRSS (the bench's "RSS after init") and the time since spawn, then kills it. The first cold start
-of each binary also prints its per-mapping split from /proc/<pid>/smaps (resident and anonymous
-kB): text, read-only data, data, heap, shared libraries. Receivers and the Go peer need no AWS call
+VmRSS (the bench's "RSS after init") and the time since spawn, then kills it. For the first cold
+start of each binary it also prints the largest mappings of /proc/<pid>/smaps by resident kB,
+with their anonymous kB (the executable's text `r-xp`, read-only data `r--p`, data `rw-p`, heap,
+stack, shared libraries). Receivers and the Go peer need no AWS call
 during init with an inline secret, so no emulator runs; the AWS variables point at a closed port.
 """
 
