@@ -39,14 +39,6 @@ pub fn timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// The one HTTPS client every SDK client of a function shares (hyper 1 + rustls with ring),
-/// trusting what [`tls`] says: Amazon Trust Services' roots (the system store in the China and
-/// isolated regions), plus `AWS_CA_BUNDLE`'s certificates when set.
-pub fn http_client() -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, ConfigError> {
-    let region = std::env::var("AWS_REGION").or_else(|_| std::env::var("AWS_DEFAULT_REGION")).ok();
-    https_client(tls::Roots::for_region(region.as_deref()))
-}
-
 /// The HTTPS client of the developer tools (`make replay`, the simulator) and the tests: the
 /// system store, as a workstation behind a TLS-inspecting proxy expects, plus `AWS_CA_BUNDLE`.
 pub fn tool_http_client() -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, ConfigError> {
@@ -62,14 +54,19 @@ fn https_client(roots: tls::Roots) -> Result<aws_smithy_runtime_api::client::htt
 }
 
 /// The SDK configuration of a Lambda function: Lambda's environment ([`sdk_config`]) with the
-/// HTTPS client of [`http_client`], the [`timeouts`] and three attempts per call. Logs a warning
-/// naming any SDK setting in the environment that it does not read.
+/// [`timeouts`], three attempts per call, and one HTTPS client for every SDK client (hyper 1 +
+/// rustls with ring) trusting what [`tls`] says for the function's region: Amazon Trust Services'
+/// roots (the system store in the China and isolated regions), plus `AWS_CA_BUNDLE`'s
+/// certificates when set. Logs a warning naming any SDK setting in the environment that it does
+/// not read.
 pub fn load_sdk_config() -> Result<SdkConfig, ConfigError> {
     let ignored = sdk_config::ignored_settings(&ProcessEnv);
     if !ignored.is_empty() {
         tracing::warn!(settings = ?ignored, "these AWS SDK settings are not read by this function and have no effect");
     }
-    sdk_config::sdk_config(&ProcessEnv, http_client()?)
+    // The roots follow the region the SDK will use: one reading of the environment for both.
+    let region = sdk_config::region(&ProcessEnv)?;
+    sdk_config::sdk_config(&ProcessEnv, https_client(tls::Roots::for_region(Some(&region)))?)
 }
 
 /// The comma list of webhook secrets in an SSM SecureString parameter, read at the cold start

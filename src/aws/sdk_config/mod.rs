@@ -61,10 +61,7 @@ pub fn sdk_config<E>(env: &E, http_client: SharedHttpClient) -> Result<SdkConfig
 where
     E: Env + Clone + Send + Sync + 'static,
 {
-    let region = env
-        .value("AWS_REGION")
-        .or_else(|| env.value("AWS_DEFAULT_REGION"))
-        .ok_or(ConfigError::Missing("AWS_REGION"))?;
+    let region = region(env)?;
     let ignore_endpoints = boolean(env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", false)?;
     let mut builder = SdkConfig::builder();
     // As aws-config records a retry configuration set in code: a service may otherwise replace
@@ -91,6 +88,11 @@ where
         builder = builder.service_config(ServiceEndpoints { lookup: Arc::new(move |name: &str| env.value(name)) });
     }
     Ok(builder.build())
+}
+
+/// The function's region: `AWS_REGION`, which Lambda sets, else `AWS_DEFAULT_REGION`.
+pub fn region(env: &impl Env) -> Result<String, ConfigError> {
+    env.value("AWS_REGION").or_else(|| env.value("AWS_DEFAULT_REGION")).ok_or(ConfigError::Missing("AWS_REGION"))
 }
 
 /// The names of [`IGNORED_SETTINGS`] set in `env`, for the cold start's warning.
