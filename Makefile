@@ -99,6 +99,7 @@ bench: tools-test bench-peers ## Release binaries under a local Runtime API agai
 	# A build of its own: an example pulls in the dev-dependencies' features, which must not reach the binaries measured.
 	cargo build --release --example sdk-floor
 	cp target/release/examples/sdk-floor target/bench-bin/
+	scripts/check-linked-libraries.sh target/bench-bin/receiver target/bench-bin/processor target/bench-bin/sdk-floor
 	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench stack
 	# Before the receivers: their cost model reads the processor's figures (target/bench-results/processors.json).
 	BENCH_BIN_DIR=$(CURDIR)/target/bench-bin scripts/with-moto.sh cargo bench --bench processors
@@ -129,12 +130,13 @@ profile-instructions: tools-test ## Instructions per accepted event (callgrind: 
 	cargo build --release --example sdk-floor
 	scripts/with-moto.sh $(VENV)/bin/python scripts/profile-floor.py --instructions $(or $(BINS),target/release/examples/sdk-floor target/release/receiver)
 
-profile-rss: ## RSS after init and init time of the release receiver (Runtime API stub, 21 interleaved cold starts, the per-mapping split); BINS="a b" compares other builds, e.g. the Go peer's benches/peers/go/bin/receiver
+profile-rss: ## RSS after init and init time of the release receiver (Runtime API stub, 21 interleaved cold starts, the mean per-mapping split); BINS="a b" compares other builds, e.g. the Go peer's benches/peers/go/bin/receiver; RSS_EVICT=1 starts each with its executable out of the page cache
 	cargo build --release --bin receiver
 	python3 scripts/profile-rss.py $(or $(BINS),target/release/receiver)
 
 build: tools-local ## Release build of both functions for Lambda (arm64)
 	cargo lambda build --release --arm64
+	scripts/check-linked-libraries.sh target/lambda/*/bootstrap
 
 lint: tools ## cfn-lint, `sam validate --lint` and the cfn-guard policy rules (policy/) on the template
 	$(VENV)/bin/cfn-lint template.yaml
@@ -248,6 +250,7 @@ deploy: tools ## sam build + sam deploy (samconfig.toml); ALARM_EMAIL=<address> 
 	  *) echo "ALARM_EMAIL='$(ALARM_EMAIL)' is not an e-mail address (or none)" >&2; exit 2 ;; \
 	esac
 	SAM_CLI_TELEMETRY=0 sam build
+	scripts/check-linked-libraries.sh .aws-sam/build/*/bootstrap
 	@overrides=$$(python3 -c '$(SAMCONFIG_OVERRIDES)') || exit 1; \
 	  email='$(ALARM_EMAIL)'; [ "$$email" = none ] && email=; \
 	  echo "sam deploy --parameter-overrides $$overrides AlarmEmail=\"$$email\""; \

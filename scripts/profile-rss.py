@@ -3,23 +3,35 @@
 
 `profile-rss.py BINARY...` starts each binary in turn (interleaved, `RSS_COLD_STARTS` cold starts
 each, 21 by default) under a Runtime API stub on 127.0.0.1 and, at its first `GET /next`, reads
-VmRSS (the bench's "RSS after init") and the time since spawn, then kills it. For the first cold
-start of each binary it also prints the largest mappings of /proc/<pid>/smaps by resident kB,
-with their anonymous kB (the executable's text `r-xp`, read-only data `r--p`, data `rw-p`, heap,
+VmRSS (the bench's "RSS after init") and the time since spawn, then kills it. It also prints the
+largest mappings of /proc/<pid>/smaps by resident kB, with their anonymous kB, averaged over the
+cold starts (the executable's text `r-xp`, read-only data `r--p`, data `rw-p`, heap,
 stack, shared libraries). Receivers and the Go peer need no AWS call
 during init with an inline secret, so no emulator runs; the AWS variables point at a closed port.
 """
 
 import collections
+import ctypes
 import http.server
+import mmap
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 COLD_STARTS = int(os.environ.get("RSS_COLD_STARTS", "21"))
+# RSS_EVICT=1: drop each executable's pages from the page cache before each cold start, so that
+# none of its code is in memory when it starts (a private copy of each under target/, written out
+# first, so that no other process keeps its pages and `make bench`'s files stay as they are;
+# shared libraries stay cached; each eviction is checked with mincore). Without it the executable
+# is read from the page cache as it happens to be, as in `make bench`: what the kernel maps around
+# each fault then also depends on that state (measured: 0.3 MiB between a file just written and
+# one read back), so compare builds written to disk the same way, just before the run.
+EVICT = os.environ.get("RSS_EVICT") == "1"
 ENV = {
     "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_LAMBDA_FUNCTION_NAME": "receiver",
@@ -43,8 +55,32 @@ def smaps(pid):
     return split
 
 
-def cold_start(binary, detail):
-    """(VmRSS kB, seconds from spawn to the first GET /next, smaps split or None)."""
+def cached_fraction(path):
+    """The share of `path`'s pages in the page cache (mincore(2) over a read-only mapping)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    size, page = os.path.getsize(path), os.sysconf("SC_PAGE_SIZE")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), f"mmap {path}")
+        try:
+            pages = ctypes.create_string_buffer((size + page - 1) // page)
+            if libc.mincore(address, size, pages) != 0:
+                raise OSError(ctypes.get_errno(), f"mincore {path}")
+            return sum(b & 1 for b in pages.raw) / len(pages.raw)
+        finally:
+            libc.munmap(address, size)
+    finally:
+        os.close(fd)
+
+
+def cold_start(binary):
+    """(VmRSS kB, seconds from spawn to the first GET /next, smaps split)."""
     state, reached = {}, threading.Event()
 
     class RuntimeApi(http.server.BaseHTTPRequestHandler):
@@ -59,13 +95,21 @@ def cold_start(binary, detail):
                 state["seconds"] = time.monotonic() - state["spawned"]
                 status = open(f"/proc/{pid}/status").read()
                 state["rss"] = int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1])
-                state["split"] = smaps(pid) if detail else None
+                state["split"] = smaps(pid)
                 reached.set()
             time.sleep(2)  # hold the request: the function is killed meanwhile
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = dict(ENV, PATH=os.environ["PATH"], AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{server.server_address[1]}")
+    if EVICT:
+        fd = os.open(binary, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        if cached_fraction(binary) > 0.05:
+            raise SystemExit(f"{binary}: still {cached_fraction(binary):.0%} in the page cache after POSIX_FADV_DONTNEED")
     state["spawned"] = time.monotonic()
     function = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state["pid"] = function.pid
@@ -85,18 +129,40 @@ def main():
     if not binaries:
         raise SystemExit("usage: profile-rss.py BINARY... (RSS_COLD_STARTS=21)")
     runs = {b: [] for b in binaries}
-    for i in range(COLD_STARTS):
-        for b in binaries:
-            runs[b].append(cold_start(b, detail=i == 0))
+    private = {}
+    if EVICT:
+        # Under target/, not /tmp: on a tmpfs /tmp the page cache is the file, and DONTNEED is a no-op.
+        target = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target")
+        os.makedirs(target, exist_ok=True)
+        copies = tempfile.mkdtemp(prefix="profile-rss-", dir=target)
+        for i, b in enumerate(binaries):
+            private[b] = os.path.join(copies, f"{i}-{os.path.basename(b)}")
+            shutil.copy2(b, private[b])
+            with open(private[b], "rb+") as f:
+                os.fsync(f.fileno())  # DONTNEED leaves dirty pages in the cache
+    try:
+        for _ in range(COLD_STARTS):
+            for b in binaries:
+                runs[b].append(cold_start(private.get(b, b)))
+    finally:
+        if private:
+            shutil.rmtree(copies)
     for b in binaries:
         rss = [r for r, _, _ in runs[b]]
         init = statistics.median(s for _, s, _ in runs[b]) * 1e3
-        print(f"{b}: RSS after init median {statistics.median(rss) / 1024:.2f} MiB "
-              f"({min(rss) / 1024:.2f}-{max(rss) / 1024:.2f}), init median {init:.2f} ms, {COLD_STARTS} cold starts")
-        split = runs[b][0][2]
+        print(f"{b}: RSS after init median {statistics.median(rss) / 1024:.2f} MiB, mean {statistics.mean(rss) / 1024:.2f} "
+              f"({min(rss) / 1024:.2f}-{max(rss) / 1024:.2f}), init median {init:.2f} ms, {COLD_STARTS} cold starts"
+              + (", each with the executable out of the page cache" if EVICT else ""))
+        # Averaged over the cold starts: ASLR moves the executable by whole pages, and with it
+        # which 64 KB fault-around windows its init code falls in, so one start is one draw.
+        split = collections.defaultdict(lambda: [0, 0])
+        for _, _, one in runs[b]:
+            for mapping, (resident, anonymous) in one.items():
+                split[mapping][0] += resident / len(runs[b])
+                split[mapping][1] += anonymous / len(runs[b])
         for (name, perms), (resident, anonymous) in sorted(split.items(), key=lambda kv: -kv[1][0])[:12]:
-            if resident:
-                print(f"    {name:28} {perms}  {resident:6d} kB resident, {anonymous:6d} kB anonymous")
+            if resident >= 1:
+                print(f"    {name:28} {perms}  {resident:6.0f} kB resident, {anonymous:6.0f} kB anonymous (mean)")
 
 
 main()

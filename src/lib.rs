@@ -14,7 +14,8 @@
 //! - [`mirror`]: the opt-in entitlement mirror (a built-in handler and its reader).
 //! - [`forward`]: the opt-in EventBridge forwarder (a built-in handler), and the replayed events'
 //!   way back to the handlers.
-//! - [`config`], [`logging`], [`metrics`]: what the functions share at cold start.
+//! - [`config`], [`logging`], [`metrics`]: what the functions share at cold start; `link`: what
+//!   their executables take from the system's shared libraries.
 //!
 //! `src/bin/*` only wire configuration to clients to these handlers. The modules are also
 //! re-exported at the crate root (`stigg_webhooks::receiver`, `::claim`, ...), the paths the
@@ -29,6 +30,8 @@ pub mod config;
 /// The opt-in EventBridge forwarder: every processed event on your bus, and the way back for a
 /// replay.
 pub mod forward;
+// `pow` defined in the executables, so they load no libm (exported by `no_mangle`, not by `pub`).
+mod link;
 pub mod logging;
 pub mod metrics;
 /// The entitlement mirror: the built-in handler that keeps every customer's entitlements in
