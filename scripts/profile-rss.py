@@ -128,24 +128,27 @@ def main():
     binaries = sys.argv[1:]
     if not binaries:
         raise SystemExit("usage: profile-rss.py BINARY... (RSS_COLD_STARTS=21)")
+    missing = [b for b in binaries if not os.access(b, os.X_OK)]
+    if missing:
+        raise SystemExit(f"not an executable: {', '.join(missing)} (the Go peer's is built by `make bench-peers`)")
     runs = {b: [] for b in binaries}
-    private = {}
-    if EVICT:
-        # Under target/, not /tmp: on a tmpfs /tmp the page cache is the file, and DONTNEED is a no-op.
-        target = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target")
-        os.makedirs(target, exist_ok=True)
-        copies = tempfile.mkdtemp(prefix="profile-rss-", dir=target)
-        for i, b in enumerate(binaries):
-            private[b] = os.path.join(copies, f"{i}-{os.path.basename(b)}")
-            shutil.copy2(b, private[b])
-            with open(private[b], "rb+") as f:
-                os.fsync(f.fileno())  # DONTNEED leaves dirty pages in the cache
+    private, copies = {}, None
     try:
+        if EVICT:
+            # Under target/, not /tmp: on a tmpfs /tmp the page cache is the file, and DONTNEED is a no-op.
+            target = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target")
+            os.makedirs(target, exist_ok=True)
+            copies = tempfile.mkdtemp(prefix="profile-rss-", dir=target)
+            for i, b in enumerate(binaries):
+                private[b] = os.path.join(copies, f"{i}-{os.path.basename(b)}")
+                shutil.copy2(b, private[b])
+                with open(private[b], "rb+") as f:
+                    os.fsync(f.fileno())  # DONTNEED leaves dirty pages in the cache
         for _ in range(COLD_STARTS):
             for b in binaries:
                 runs[b].append(cold_start(private.get(b, b)))
     finally:
-        if private:
+        if copies:
             shutil.rmtree(copies)
     for b in binaries:
         rss = [r for r, _, _ in runs[b]]
