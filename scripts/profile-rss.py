@@ -108,8 +108,9 @@ def cold_start(binary):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
-        if cached_fraction(binary) > 0.05:
-            raise SystemExit(f"{binary}: still {cached_fraction(binary):.0%} in the page cache after POSIX_FADV_DONTNEED")
+        cached = cached_fraction(binary)
+        if cached > 0.05:
+            raise SystemExit(f"{binary}: still {cached:.0%} in the page cache after POSIX_FADV_DONTNEED")
     state["spawned"] = time.monotonic()
     function = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state["pid"] = function.pid

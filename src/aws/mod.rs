@@ -64,9 +64,8 @@ pub fn load_sdk_config() -> Result<SdkConfig, ConfigError> {
     if !ignored.is_empty() {
         tracing::warn!(settings = ?ignored, "these AWS SDK settings are not read by this function and have no effect");
     }
-    // The roots follow the region the SDK will use: one reading of the environment for both.
-    let region = sdk_config::region(&ProcessEnv)?;
-    sdk_config::sdk_config(&ProcessEnv, https_client(tls::Roots::for_region(Some(&region)))?)
+    // The roots follow the region the SDK will use: sdk_config reads it once for both.
+    sdk_config::sdk_config(&ProcessEnv, |region| https_client(tls::Roots::for_region(Some(region))))
 }
 
 /// The comma list of webhook secrets in an SSM SecureString parameter, read at the cold start

@@ -51,17 +51,22 @@ pub const IGNORED_SETTINGS: [&str; 11] = [
     "AWS_DISABLE_CLOCK_SKEW_CORRECTION",
 ];
 
-/// The SDK configuration of a function, from `env`, with our HTTPS client, timeouts and retries.
+/// The SDK configuration of a function, from `env`, with our timeouts and retries and the HTTPS
+/// client `http_client` builds for the region read here (its trust store follows the region).
 ///
 /// Stalled-stream protection is off: it fails a transfer that stays under its minimum
 /// throughput for a grace period (20 s by default), and [`super::timeouts`] ends every attempt
 /// at 2 s, so it could never fire first; it only added a throughput monitor and its timers to
 /// both bodies of every request.
-pub fn sdk_config<E>(env: &E, http_client: SharedHttpClient) -> Result<SdkConfig, ConfigError>
+pub fn sdk_config<E>(
+    env: &E,
+    http_client: impl FnOnce(&str) -> Result<SharedHttpClient, ConfigError>,
+) -> Result<SdkConfig, ConfigError>
 where
     E: Env + Clone + Send + Sync + 'static,
 {
     let region = region(env)?;
+    let http_client = http_client(&region)?;
     let ignore_endpoints = boolean(env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", false)?;
     let mut builder = SdkConfig::builder();
     // As aws-config records a retry configuration set in code: a service may otherwise replace
@@ -91,7 +96,7 @@ where
 }
 
 /// The function's region: `AWS_REGION`, which Lambda sets, else `AWS_DEFAULT_REGION`.
-pub fn region(env: &impl Env) -> Result<String, ConfigError> {
+fn region(env: &impl Env) -> Result<String, ConfigError> {
     env.value("AWS_REGION").or_else(|| env.value("AWS_DEFAULT_REGION")).ok_or(ConfigError::Missing("AWS_REGION"))
 }
 

@@ -18,7 +18,7 @@ const LAMBDA: [(&str, &str); 4] = [
 
 fn config<E: Env + Clone + Send + Sync + 'static>(env: E) -> Result<SdkConfig, ConfigError> {
     // A client that sends nothing, so no process setting (AWS_CA_BUNDLE) reaches these tests.
-    sdk_config(&env, SharedHttpClient::new(capture_request(None).0))
+    sdk_config(&env, |_| Ok(SharedHttpClient::new(capture_request(None).0)))
 }
 
 /// The first request `call` sends with a client built from `env`'s configuration.
@@ -28,7 +28,7 @@ where
     F: Future,
 {
     let (http, request) = capture_request(None);
-    let sdk = sdk_config(&env, SharedHttpClient::new(http)).expect("a valid environment");
+    let sdk = sdk_config(&env, |_| Ok(SharedHttpClient::new(http))).expect("a valid environment");
     // The captured answer is an empty 200, which the SDK may refuse: only the request matters.
     let _ = call(sdk).await;
     request.expect_request()
