@@ -136,7 +136,7 @@ profile-rss: ## RSS after init and init time of the release receiver (Runtime AP
 
 build: tools-local ## Release build of both functions for Lambda (arm64)
 	cargo lambda build --release --arm64
-	scripts/check-linked-libraries.sh target/lambda/*/bootstrap
+	scripts/check-linked-libraries.sh $${CARGO_TARGET_DIR:-target}/lambda/*/bootstrap
 
 lint: tools ## cfn-lint, `sam validate --lint` and the cfn-guard policy rules (policy/) on the template
 	$(VENV)/bin/cfn-lint template.yaml

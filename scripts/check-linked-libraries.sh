@@ -27,7 +27,11 @@ needed() {
 }
 status=0
 for exe in "$@"; do
-  libs=$(needed "$exe")
+  if ! libs=$(needed "$exe"); then
+    echo "$exe: not an ELF executable the reader could read (above)" >&2
+    status=1
+    continue
+  fi
   if ! grep -qx 'libc.so.6' <<<"$libs"; then
     echo "$exe: no libc.so.6 among its libraries (${libs:-none}): not a glibc executable?" >&2
     status=1

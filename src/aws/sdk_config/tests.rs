@@ -173,3 +173,29 @@ fn sdk_settings_this_configuration_does_not_read_are_named() {
         ["AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL", "AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT"];
     assert!(IGNORED_SETTINGS.iter().all(|name| !read.contains(name)), "a setting both read and ignored");
 }
+
+#[test]
+fn the_https_client_is_built_for_the_region_the_sdk_uses_and_not_without_one() {
+    // A blank AWS_REGION falls back to AWS_DEFAULT_REGION for both: the trust store (China's
+    // roots differ) must follow the region requests go to.
+    let env = [("AWS_REGION", " "), ("AWS_DEFAULT_REGION", "cn-north-1"), LAMBDA[1], LAMBDA[2]];
+    let mut asked = Vec::new();
+    let sdk = sdk_config(&env, |region| {
+        asked.push(region.to_owned());
+        Ok(SharedHttpClient::new(capture_request(None).0))
+    })
+    .unwrap();
+    assert_eq!(asked, ["cn-north-1"]);
+    assert_eq!(sdk.region().map(|r| r.as_ref()), Some("cn-north-1"));
+
+    let mut called = false;
+    let missing = sdk_config(&[LAMBDA[1], LAMBDA[2]], |_| {
+        called = true;
+        Ok(SharedHttpClient::new(capture_request(None).0))
+    });
+    assert_eq!(missing.unwrap_err().to_string(), "AWS_REGION is not set");
+    assert!(!called, "no client is built without a region");
+
+    let refused = sdk_config(&LAMBDA, |_| Err(crate::config::invalid("AWS_CA_BUNDLE", "not PEM")));
+    assert!(refused.unwrap_err().to_string().starts_with("AWS_CA_BUNDLE is invalid"));
+}
