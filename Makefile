@@ -124,11 +124,12 @@ profile-floor: tools-test ## Where the receiver's CPU above the SDK-only functio
 	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --example sdk-floor
 	scripts/with-moto.sh $(VENV)/bin/python scripts/profile-floor.py target/profile/release/receiver target/profile/release/examples/sdk-floor
 
-profile-instructions: tools-test ## Instructions per accepted event (callgrind: repeatable, for A/B of two builds) of the receiver and the SDK-only function; BINS="a b" to compare other builds
+profile-instructions: tools-test ## Instructions per accepted event (callgrind: repeatable, for A/B of two builds) of the SDK-only function and the receiver, split by where they go; LATE_DUPLICATES=1 counts late duplicates instead; BINS="a b" to compare other builds
 	@command -v valgrind >/dev/null || { echo "valgrind is not installed (Debian: apt-get install valgrind)" >&2; exit 1; }
-	cargo build --release --bin receiver
-	cargo build --release --example sdk-floor
-	scripts/with-moto.sh $(VENV)/bin/python scripts/profile-floor.py --instructions $(or $(BINS),target/release/examples/sdk-floor target/release/receiver)
+	# Unstripped (the same code as the release build) so the split can name functions.
+	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --bin receiver
+	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --example sdk-floor
+	scripts/with-moto.sh $(VENV)/bin/python scripts/profile-floor.py --instructions $(if $(filter 1,$(LATE_DUPLICATES)),--late-duplicates) $(or $(BINS),target/profile/release/examples/sdk-floor target/profile/release/receiver)
 
 profile-rss: ## RSS after init and init time of the release receiver (Runtime API stub, 21 interleaved cold starts, the mean per-mapping split); BINS="a b" compares other builds, e.g. the Go peer's benches/peers/go/bin/receiver; RSS_EVICT=1 starts each with its executable out of the page cache
 	cargo build --release --bin receiver

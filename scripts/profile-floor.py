@@ -8,17 +8,23 @@ Usage: profile-floor.py RECEIVER FLOOR [EVENTS]. Writes target/profile/vs-floor.
 Needs perf (linux-perf) and root or perf_event_paranoid <= 1; uncapped, so the absolute figures
 are a full core's (make bench's are the reference); the split is what this adds.
 
-`profile-floor.py --instructions BINARY...` (`make profile-instructions`): instructions per
-accepted event of each binary instead, counted by callgrind (valgrind) over 200 events after the
-warm-up, with nothing counted before. Repeatable to about 0.5 %, where schedstat CPU on this VM
-moves by 10 % between runs: the measure for an A/B of two builds. Callgrind hides SHA-NI, so
-SHA-256 (SigV4, the payload's fingerprint) counts as the software fallback."""
+`profile-floor.py --instructions [--late-duplicates] BINARY...` (`make profile-instructions`):
+instructions per accepted event of each binary instead, counted by callgrind (valgrind) over 200
+events after the warm-up, with nothing counted before. Repeatable to about 0.5 %, where schedstat
+CPU on this VM moves by 10 % between runs: the measure for an A/B of two builds. Callgrind hides
+SHA-NI, so SHA-256 (SigV4, the payload's fingerprint) counts as the software fallback. Each dump
+is kept (target/profile/callgrind.<n>-<binary>[-late-duplicates].out, the last run's of each mode,
+for `callgrind_annotate --inclusive=yes`), and for unstripped builds the instructions are split by
+where they go (SPLIT below), each binary's rows and the last binary's difference from the first.
+`--late-duplicates`: every counted event a late duplicate (its key claimed during the warm-up)
+instead of a new event."""
 import glob, json, os, re, shutil, signal, subprocess, sys, threading, time, uuid, collections
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 
 INSTRUCTIONS = len(sys.argv) > 1 and sys.argv[1] == "--instructions"
+LATE_DUPLICATES = INSTRUCTIONS and "--late-duplicates" in sys.argv[2:]
 RECEIVER, FLOOR = (None, None) if INSTRUCTIONS else (sys.argv[1], sys.argv[2])
 EVENTS = 200 if INSTRUCTIONS else max(1, int(sys.argv[3])) if len(sys.argv) > 3 else 600
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,8 +104,8 @@ class RuntimeApi:
             return json.loads(self.answers.pop(rid))
 
 
-def url_event():
-    body = dict(BODY, messageId=str(uuid.uuid4()))
+def url_event(message_id=None):
+    body = dict(BODY, messageId=message_id or str(uuid.uuid4()))
     return {"version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
             "headers": {"stigg-webhooks-secret": SECRET, "content-type": "application/json", "user-agent": "Stigg"},
             "requestContext": {"accountId": "anonymous", "apiId": "profile", "domainName": "x.lambda-url.us-east-1.on.aws",
@@ -112,9 +118,10 @@ def cpu_ns(pid):
     return sum(int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0]) for t in os.listdir(f"/proc/{pid}/task"))
 
 
-def run(binary, perf_data=None, callgrind=False):
+def run(binary, perf_data=None, callgrind=False, late_duplicates=False):
     """CPU per accepted event (µs) over EVENTS new events, after 30 warm-up events; with
-    `callgrind`, instructions per accepted event instead (the process under valgrind)."""
+    `callgrind`, instructions per event and the kept dump instead (the process under valgrind);
+    with `late_duplicates`, the counted events are late duplicates of the first warm-up event."""
     session = boto3.session.Session(region_name="us-east-1")
     ddb, sqs = session.client("dynamodb", endpoint_url=MOTO), session.client("sqs", endpoint_url=MOTO)
     table, queue = f"profile-{uuid.uuid4().hex[:8]}", f"profile-{uuid.uuid4().hex[:8]}"
@@ -134,8 +141,9 @@ def run(binary, perf_data=None, callgrind=False):
     function = subprocess.Popen(command, env=env, stdout=log, stderr=log)
     perf = None
     try:
-        for _ in range(30):
-            api.invoke(url_event(), function)
+        duplicate_key = str(uuid.uuid4())
+        for i in range(30):
+            api.invoke(url_event(duplicate_key if i == 0 else None), function)
         if perf_data:
             if os.path.exists(perf_data):
                 os.remove(perf_data)
@@ -147,9 +155,10 @@ def run(binary, perf_data=None, callgrind=False):
         if callgrind:
             subprocess.run(["callgrind_control", "--instr=on", str(function.pid)], check=True, capture_output=True)
         before = cpu_ns(function.pid)
+        expected = 200 if late_duplicates else 202
         for _ in range(EVENTS):
-            status = api.invoke(url_event(), function).get("statusCode")
-            assert status in (200, 202), f"{binary} answered {status}"
+            status = api.invoke(url_event(duplicate_key if late_duplicates else None), function).get("statusCode")
+            assert status == expected, f"{binary} answered {status}, not {expected}"
         if callgrind:
             # callgrind_control exits 0 even when it reached no process: the dump file is the proof.
             subprocess.run(["callgrind_control", "--dump", str(function.pid)], check=True, capture_output=True)
@@ -158,7 +167,10 @@ def run(binary, perf_data=None, callgrind=False):
                 if os.path.exists(dumped) else 0
             if total == 0:
                 raise SystemExit(f"callgrind_control did not dump {binary} (pid {function.pid}); see {LOG}")
-            return total / EVENTS
+            # Out of the clean-up's reach below (it removes `dump*`).
+            kept = os.path.join(OUT, "kept." + os.path.basename(dumped))
+            shutil.move(dumped, kept)
+            return total / EVENTS, kept
         return (cpu_ns(function.pid) - before) / EVENTS / 1e3
     finally:
         if perf:
@@ -192,23 +204,103 @@ def categories(perf_data):
     return {name: n / total for name, n in counts.items()}
 
 
-def instructions(binaries):
-    counts = {b: run(b, callgrind=True) for b in binaries}
-    first = counts[binaries[0]]
-    for b, n in counts.items():
-        print(f"{n / 1e3:9.1f} k instructions per accepted event ({n / first:.3f}× the first)  {b}")
+# Where a function's instructions go, from callgrind's inclusive counts (function names of an
+# unstripped build): each row a difference of the inclusive counts of these functions, so the
+# rows add up to the total. The handler is the `service_fn` closure's future of `main` (ours
+# and the SDK-only function's alike); `lambda_http`'s conversion wraps it, so it falls in the
+# invocation's row. Spawned tasks (hyper's connection tasks, which read and write both clients'
+# HTTP) are polled by the runtime outside any invocation.
+INVOCATION = r"lambda_runtime::runtime::process_invocation::\{\{closure\}\}"
+TASKS = r"tokio::runtime::task::raw::poll"
+HANDLER = r"::main::\{\{closure\}\}::\{\{closure\}\}::\{\{closure\}\}"
+ORCHESTRATOR = r"aws_smithy_runtime::client::orchestrator::invoke_with_stop_point::\{\{closure\}\}::\{\{closure\}\}::\{\{closure\}\}"
+DIGEST = r"<D as digest::digest::Digest>::digest"
+SHA = r"sha2::sha256::compress256"
+REQUIRED = (INVOCATION, TASKS, HANDLER, ORCHESTRATOR, SHA)
+SPLIT = [
+    ("the runtime's loop: the next-event request, the answer posted, polling",
+     lambda c: c["total"] - c[INVOCATION] - c[TASKS]),
+    ("connection tasks: hyper writing requests and parsing responses, both clients", lambda c: c[TASKS]),
+    ("the event in and the answer out (lambda_runtime, lambda_http's conversion, the invocation's span)",
+     lambda c: c[INVOCATION] - c[HANDLER]),
+    ("the SDK's orchestrator per operation, retries included: endpoint, serialize, SigV4, hand-off, deserialize",
+     lambda c: c[ORCHESTRATOR]),
+    ("SHA-256 digests outside SigV4 (ours: the payload's fingerprint, the secret check)", lambda c: c[DIGEST]),
+    ("the handler: its own work (checks, log line, answer) and each SDK call's set-up outside the "
+     "orchestrator (the request built, runtime plugins, config layers)",
+     lambda c: c[HANDLER] - c[ORCHESTRATOR] - c[DIGEST]),
+]
+
+
+def inclusive(dump):
+    """Inclusive instruction counts of the functions SPLIT reads, and the total; or why the
+    split cannot be made (each function must be found exactly once, each row non-negative)."""
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
+                         capture_output=True, text=True, check=True).stdout
+    counts, found = collections.Counter(), collections.defaultdict(list)
+    for line in out.splitlines():
+        if line.strip().endswith("PROGRAM TOTALS"):
+            counts["total"] = int(line.split()[0].replace(",", ""))
+        m = re.match(r"\s*([\d,]+) .*?:(\S.*?)(?: \[[^]]*\])?$", line)
+        if m is None:
+            continue
+        n, function = int(m.group(1).replace(",", "")), m.group(2)
+        for pattern in REQUIRED + (DIGEST,):
+            # Exact names only: not a `drop_in_place<…>` of them, not callgrind's recursion copies ('2).
+            if re.search(pattern + "$", function) and not function.startswith("core::ptr::drop_in_place"):
+                found[pattern].append(function)
+                counts[pattern] = n
+    for pattern in REQUIRED + (DIGEST,):
+        if len(found[pattern]) > 1:
+            return f"{pattern} matches {len(found[pattern])} functions: {found[pattern]}"
+        if pattern != DIGEST and not found[pattern]:
+            return f"no function named like {pattern} (a stripped build, or not a Rust function on lambda_runtime and the SDK)"
+    negative = [label for label, row in SPLIT if row(counts) < 0]
+    return f"negative rows: {negative}" if negative else counts
+
+
+def instructions(binaries, late_duplicates):
+    what = "late duplicate" if late_duplicates else "accepted event"
+    results = {}
+    for i, b in enumerate(binaries):
+        n, dump = run(b, callgrind=True, late_duplicates=late_duplicates)
+        # This run's own names: a later run of one mode replaces only its own dumps.
+        kept = os.path.join(OUT, f"callgrind.{i + 1}-{os.path.basename(b)}{'-late-duplicates' if late_duplicates else ''}.out")
+        shutil.move(dump, kept)
+        results[b] = (n, kept)
+    first = results[binaries[0]][0]
+    for b, (n, dump) in results.items():
+        print(f"{n / 1e3:9.1f} k instructions per {what} ({n / first:.3f}× the first)  {b}  [{dump}]")
+    splits = {b: inclusive(dump) for b, (_, dump) in results.items()}
+    for b, split in splits.items():
+        if isinstance(split, str):
+            print(f"(no split: {b}: {split})")
+            return
+    names = [f"{i + 1}: {os.path.basename(b)}" for i, b in enumerate(binaries)]
+    print(f"\n| k instructions per {what} | " + " | ".join(names)
+          + (f" | {len(binaries)} − 1 |" if len(binaries) > 1 else " |"))
+    print("|---|" + "---|" * (len(binaries) + (len(binaries) > 1)))
+    for label, row in SPLIT + [("**total**", lambda c: c["total"]),
+                               ("of which SHA-256 (software under callgrind; SHA-NI natively)", lambda c: c[SHA])]:
+        values = [row(splits[b]) / EVENTS / 1e3 for b in binaries]
+        cells = [f"{v:.1f}" for v in values] + ([f"{values[-1] - values[0]:+.1f}"] if len(binaries) > 1 else [])
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 def main():
+    # A TERM (make interrupted, a timeout) unwinds like Ctrl-C: each run's `finally` stops its
+    # function and removes its files.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.makedirs(OUT, exist_ok=True)
     open(LOG, "wb").close()
     if INSTRUCTIONS:
-        command = sys.argv[2:]
+        command = [a for a in sys.argv[2:] if a != "--late-duplicates"]
         if not command or shutil.which("valgrind") is None:
-            raise SystemExit("usage: profile-floor.py --instructions BINARY... (needs valgrind: apt-get install valgrind)")
+            raise SystemExit("usage: profile-floor.py --instructions [--late-duplicates] BINARY... "
+                             "(needs valgrind: apt-get install valgrind)")
         if len(set(command)) != len(command):
             raise SystemExit("each binary once: results are keyed by path")
-        return instructions(command)
+        return instructions(command, LATE_DUPLICATES)
     # Kernel samples need root or perf_event_paranoid <= 1; without them the kernel's share would
     # land in the user-space categories.
     paranoid = int(open("/proc/sys/kernel/perf_event_paranoid").read())
