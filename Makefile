@@ -10,7 +10,7 @@ DEV_ENV := .local/dev/env
 # `local-dev`: the build `make dev` made (see Cargo.toml), so the first `make send` compiles nothing.
 DEV := cargo run -q --features local-dev --example stigg-dev --
 
-.PHONY: help tools tools-test tools-local test test-unit test-faults test-ddb-local bench bench-peers bench-processors bench-mirror profile profile-floor profile-instructions profile-rss fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
+.PHONY: help tools tools-test tools-local test test-unit test-faults test-ddb-local bench bench-peers bench-processors bench-mirror profile profile-floor profile-instructions profile-bins profile-rss fuzz build lint fmt clean dev send send-durable stigg-status mirror mirror-backfill replay poison redrive deploy logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -119,17 +119,20 @@ profile: tools-test ## Instruction counts (callgrind) of both functions under th
 
 profile-floor: tools-test ## Where the receiver's CPU above the SDK-only function (examples/sdk-floor.rs) goes, from perf samples: target/profile/vs-floor.md
 	@command -v perf >/dev/null || { echo "perf is not installed (Debian: apt-get install linux-perf)" >&2; exit 1; }
-	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --bin receiver
-	# Its own build, as in make bench: an example pulls in the dev-dependencies' features.
-	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --example sdk-floor
+	$(MAKE) --no-print-directory profile-bins
 	scripts/with-moto.sh $(VENV)/bin/python scripts/profile-floor.py target/profile/release/receiver target/profile/release/examples/sdk-floor
 
 profile-instructions: tools-test ## Instructions per accepted event (callgrind: repeatable, for A/B of two builds) of the SDK-only function and the receiver, split by where they go; LATE_DUPLICATES=1 counts late duplicates instead; BINS="a b" to compare other builds
 	@command -v valgrind >/dev/null || { echo "valgrind is not installed (Debian: apt-get install valgrind)" >&2; exit 1; }
-	# Unstripped (the same code as the release build) so the split can name functions.
-	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --bin receiver
-	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --example sdk-floor
+	$(MAKE) --no-print-directory profile-bins
 	scripts/with-moto.sh $(VENV)/bin/python scripts/profile-floor.py --instructions $(if $(filter 1,$(LATE_DUPLICATES)),--late-duplicates) $(or $(BINS),target/profile/release/examples/sdk-floor target/profile/release/receiver)
+
+# The receiver and the SDK-only function for profile-floor and profile-instructions: release
+# code, unstripped so that profiles name functions.
+profile-bins:
+	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --bin receiver
+	# Its own build, as in make bench: an example pulls in the dev-dependencies' features.
+	CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --example sdk-floor
 
 profile-rss: ## RSS after init and init time of the release receiver (Runtime API stub, 21 interleaved cold starts, the mean per-mapping split); BINS="a b" compares other builds, e.g. the Go peer's benches/peers/go/bin/receiver; RSS_EVICT=1 starts each with its executable out of the page cache
 	cargo build --release --bin receiver

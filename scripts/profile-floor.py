@@ -118,10 +118,11 @@ def cpu_ns(pid):
     return sum(int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0]) for t in os.listdir(f"/proc/{pid}/task"))
 
 
-def run(binary, perf_data=None, callgrind=False, late_duplicates=False):
+def run(binary, perf_data=None, callgrind=None, late_duplicates=False):
     """CPU per accepted event (µs) over EVENTS new events, after 30 warm-up events; with
-    `callgrind`, instructions per event and the kept dump instead (the process under valgrind);
-    with `late_duplicates`, the counted events are late duplicates of the first warm-up event."""
+    `callgrind` (the path to keep the dump at), instructions per event instead (the process under
+    valgrind); with `late_duplicates`, the counted events are late duplicates of the first
+    warm-up event."""
     session = boto3.session.Session(region_name="us-east-1")
     ddb, sqs = session.client("dynamodb", endpoint_url=MOTO), session.client("sqs", endpoint_url=MOTO)
     table, queue = f"profile-{uuid.uuid4().hex[:8]}", f"profile-{uuid.uuid4().hex[:8]}"
@@ -167,10 +168,8 @@ def run(binary, perf_data=None, callgrind=False, late_duplicates=False):
                 if os.path.exists(dumped) else 0
             if total == 0:
                 raise SystemExit(f"callgrind_control did not dump {binary} (pid {function.pid}); see {LOG}")
-            # Out of the clean-up's reach below (it removes `dump*`).
-            kept = os.path.join(OUT, "kept." + os.path.basename(dumped))
-            shutil.move(dumped, kept)
-            return total / EVENTS, kept
+            shutil.move(dumped, callgrind)
+            return total / EVENTS
         return (cpu_ns(function.pid) - before) / EVENTS / 1e3
     finally:
         if perf:
@@ -263,11 +262,9 @@ def instructions(binaries, late_duplicates):
     what = "late duplicate" if late_duplicates else "accepted event"
     results = {}
     for i, b in enumerate(binaries):
-        n, dump = run(b, callgrind=True, late_duplicates=late_duplicates)
         # This run's own names: a later run of one mode replaces only its own dumps.
         kept = os.path.join(OUT, f"callgrind.{i + 1}-{os.path.basename(b)}{'-late-duplicates' if late_duplicates else ''}.out")
-        shutil.move(dump, kept)
-        results[b] = (n, kept)
+        results[b] = (run(b, callgrind=kept, late_duplicates=late_duplicates), kept)
     first = results[binaries[0]][0]
     for b, (n, dump) in results.items():
         print(f"{n / 1e3:9.1f} k instructions per {what} ({n / first:.3f}× the first)  {b}  [{dump}]")

@@ -55,26 +55,34 @@ def smaps(pid):
     return split
 
 
+def mincore_libc():
+    """glibc's mmap, munmap and mincore through ctypes (Python's mmap module has no mincore)."""
+    c = ctypes.CDLL(None, use_errno=True)
+    c.mmap.restype = ctypes.c_void_p
+    c.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    c.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    c.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    return c
+
+
+LIBC = mincore_libc() if EVICT else None
+
+
 def cached_fraction(path):
     """The share of `path`'s pages in the page cache (mincore(2) over a read-only mapping)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
     size, page = os.path.getsize(path), os.sysconf("SC_PAGE_SIZE")
     fd = os.open(path, os.O_RDONLY)
     try:
-        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        address = LIBC.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
         if address in (None, ctypes.c_void_p(-1).value):
             raise OSError(ctypes.get_errno(), f"mmap {path}")
         try:
             pages = ctypes.create_string_buffer((size + page - 1) // page)
-            if libc.mincore(address, size, pages) != 0:
+            if LIBC.mincore(address, size, pages) != 0:
                 raise OSError(ctypes.get_errno(), f"mincore {path}")
             return sum(b & 1 for b in pages.raw) / len(pages.raw)
         finally:
-            libc.munmap(address, size)
+            LIBC.munmap(address, size)
     finally:
         os.close(fd)
 
